@@ -1,0 +1,57 @@
+# The names users and CI type. Everything lands in a local virtualenv ($(VENV)), built from scratch
+# on a fresh machine: only python3 (>= 3.9) and a Rust toolchain are assumed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+# cargo test links libpython directly (no extension-module feature), so it needs to find it at run time.
+PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+
+.PHONY: demo test test-rust test-python bench lint build wheel clean
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed benches/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r benches/requirements.txt
+	touch $@
+
+## build: compile the Rust core (release, as users get it) and install the package into the venv
+build: $(VENV)/.installed
+	$(PY) -m maturin develop --release -q
+
+## demo: set up, build, then persist a conversation across two separate processes
+demo: build
+	$(PY) examples/demo.py
+
+## test: the Rust unit tests, then the Python suite
+test: build test-rust test-python
+
+test-rust: $(VENV)/.installed
+	PYO3_PYTHON=$(PY) LD_LIBRARY_PATH=$(PYLIBDIR) cargo test --quiet
+
+test-python: build
+	$(PY) -m pytest -q
+
+## bench: the benchmark harness (benches/, ../shared/BENCH.md); prints the table recorded in BENCHMARKS.md
+bench: build $(VENV)/.bench-installed
+	$(PY) -m pytest benches -q --benchmark-only --benchmark-columns=median,iqr,rounds \
+		--benchmark-sort=name --benchmark-json=bench-results/latest.json $(BENCH_ARGS)
+	$(PY) benches/report.py bench-results/latest.json
+
+lint: $(VENV)/.installed
+	cargo fmt --check
+	PYO3_PYTHON=$(PY) cargo clippy --all-targets -- -D warnings
+	$(PY) -m ruff check python tests benches examples
+	$(PY) -m ruff format --check python tests benches examples
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest conversation_codec._core
+
+wheel: $(VENV)/.installed
+	$(PY) -m maturin build --release --out dist
+
+clean:
+	rm -rf target dist $(VENV) .pytest_cache .hypothesis bench-results

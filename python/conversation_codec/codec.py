@@ -1,0 +1,68 @@
+"""ConversationCodec: a conversation (a list of JSON messages) kept in one local file.
+
+The whole data flow is here, one step per line, one direction:
+    save: redact -> encode (Rust) -> encrypt -> write atomically
+    load: read -> decrypt -> decode (Rust)
+The Rust core (`_core`) only turns Python objects into JSONL bytes and back; it knows nothing of files or keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Optional
+
+from . import _core, crypto, files
+from .errors import DecryptionError
+
+__all__ = ["ConversationCodec", "Message", "Redactor"]
+
+Message = Any
+Redactor = Callable[[Message], Message]
+
+
+class ConversationCodec:
+    """Saves and loads one conversation at `path`.
+
+    `redact`, if given, is called once per message by `save()`; the file holds only what it returns.
+    `fernet_key` (a key from `Fernet.generate_key()`, or a `Fernet`/`MultiFernet`) encrypts the file; it needs
+    the optional `cryptography` package. `durable=False` skips the fsyncs: still atomic, but a power cut may
+    lose the last save.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        redact: Optional[Redactor] = None,
+        fernet_key: Optional[crypto.FernetKey] = None,
+        *,
+        durable: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.redact = redact
+        self.durable = durable
+        self._cipher = None if fernet_key is None else crypto.make_cipher(fernet_key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, encrypted={self._cipher is not None})"
+
+    def save(self, messages: Iterable[Message]) -> None:
+        """Replace the stored conversation with `messages`. Nothing is written if any message fails to encode."""
+        if self.redact is not None:
+            messages = map(self.redact, messages)
+        payload = _core.encode_lines(messages)
+        if self._cipher is not None:
+            payload = self._cipher.encrypt(payload) + b"\n"
+        files.write_atomic(self.path, payload, durable=self.durable)
+
+    def load(self) -> list[Message]:
+        """The stored conversation; [] when the file is missing or empty."""
+        data = files.read_bytes(self.path)
+        if not data:
+            return []
+        if crypto.looks_encrypted(data):
+            if self._cipher is None:
+                raise DecryptionError(f"{self.path}: the file is encrypted; pass fernet_key= to read it")
+            data = crypto.decrypt(self._cipher, data.strip(), str(self.path))
+        return _core.decode_lines(data, source=str(self.path))

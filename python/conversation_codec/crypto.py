@@ -1,0 +1,66 @@
+"""Fernet encryption, through the optional `cryptography` package (pip install "conversation-codec[crypto]").
+
+It is imported only when a codec is given a key, so plain use needs nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol, Union
+
+from .errors import DecryptionError
+
+__all__ = ["Cipher", "FernetKey", "decrypt", "looks_encrypted", "make_cipher"]
+
+
+class Cipher(Protocol):
+    """What `cryptography.fernet.Fernet` and `MultiFernet` (key rotation) provide."""
+
+    def encrypt(self, data: bytes) -> bytes: ...
+    def decrypt(self, token: bytes) -> bytes: ...
+
+
+FernetKey = Union[bytes, str, Cipher]
+
+# Every Fernet token starts with the version byte 0x80, which base64url writes as "gA"; no JSON text starts
+# with "g", so the first byte tells an encrypted file from a plain one.
+_TOKEN_START = ord("g")
+
+
+def looks_encrypted(data: bytes) -> bool:
+    stripped = data.lstrip()
+    return bool(stripped) and stripped[0] == _TOKEN_START
+
+
+def make_cipher(key: FernetKey) -> Cipher:
+    """A Fernet for a key (bytes or str, as `Fernet.generate_key()` gives), or the Fernet/MultiFernet given."""
+    if hasattr(key, "encrypt") and hasattr(key, "decrypt"):
+        return key  # type: ignore[return-value]
+    try:
+        from cryptography.fernet import Fernet
+    except ImportError as exc:
+        raise ImportError(
+            'fernet_key needs the cryptography package: pip install "conversation-codec[crypto]"'
+        ) from exc
+    return Fernet(key)  # type: ignore[arg-type]
+
+
+def decrypt(cipher: Cipher, token: bytes, source: str) -> bytes:
+    from cryptography.fernet import InvalidToken
+
+    try:
+        return cipher.decrypt(token)
+    except InvalidToken:
+        raise _invalid_token_error()(
+            f"{source}: cannot decrypt: wrong key, or the file was altered or truncated"
+        ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _invalid_token_error() -> type[DecryptionError]:
+    # Also an InvalidToken, so that code written against the original, which let cryptography's exception
+    # through, keeps catching it. Built lazily: cryptography is optional.
+    from cryptography.fernet import InvalidToken
+
+    return type("InvalidTokenError", (DecryptionError, InvalidToken), {"__module__": __name__})
+
