@@ -9,6 +9,8 @@
 
 use std::ffi::c_char;
 
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -26,12 +28,99 @@ pub fn decode_lines<'py>(
     source: &str,
     first_line: usize,
 ) -> PyResult<Bound<'py, PyList>> {
+    let data = if first_line == 1 {
+        data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
+    } else {
+        data
+    };
     let mut decoder = Decoder::default();
     let mut messages = Owned::default();
     decoder
         .lines(data, first_line, &mut messages)
         .map_err(|e| e.into_pyerr(source))?;
     Ok(messages.into_list(py))
+}
+
+/// JSONL fed in pieces of any size (a file read a block at a time into one reused buffer): each `feed` returns
+/// the messages of the lines it completed, and keeps a partial last line for the next; `finish` ends the input.
+#[pyclass(module = "conversation_codec._core")]
+pub struct LineDecoder {
+    source: String,
+    /// The number of the next line to start.
+    lineno: usize,
+    /// The start of a line whose end has not been fed yet.
+    pending: Vec<u8>,
+    decoder: Decoder,
+}
+
+#[pymethods]
+impl LineDecoder {
+    #[new]
+    #[pyo3(signature = (*, source = "<bytes>".to_owned(), first_line = 1))]
+    fn new(source: String, first_line: usize) -> Self {
+        LineDecoder {
+            source,
+            lineno: first_line,
+            pending: Vec::new(),
+            decoder: Decoder::default(),
+        }
+    }
+
+    /// The messages of the lines that `data` (any bytes-like object) completes.
+    fn feed<'py>(&mut self, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let py = data.py();
+        let buffer = PyBuffer::<u8>::get(data)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyValueError::new_err("feed() needs contiguous bytes"));
+        }
+        // SAFETY: a contiguous u8 buffer of `len_bytes()` bytes, alive while `buffer` is; the GIL is held, and
+        // the only writers to such a buffer (readinto) are Python code, which cannot run during this call.
+        let data = unsafe {
+            std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
+        };
+        let mut messages = Owned::default();
+        // Lines end at '\n' here: a '\r' at the very end may be the first half of "\r\n", so it waits too.
+        let Some(last_newline) = memchr::memrchr(b'\n', data) else {
+            self.pending.extend_from_slice(data);
+            return Ok(messages.into_list(py));
+        };
+        let (complete, rest) = data.split_at(last_newline + 1);
+        let mut body = complete;
+        if !self.pending.is_empty() {
+            let first_end = memchr::memchr(b'\n', complete).map_or(complete.len(), |i| i + 1);
+            self.pending.extend_from_slice(&complete[..first_end]);
+            let joined = std::mem::take(&mut self.pending);
+            self.decode(&joined, &mut messages)?;
+            body = &complete[first_end..];
+        }
+        self.decode(body, &mut messages)?;
+        self.pending.extend_from_slice(rest);
+        Ok(messages.into_list(py))
+    }
+
+    /// The message of a last line that had no line break after it.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut messages = Owned::default();
+        let pending = std::mem::take(&mut self.pending);
+        self.decode(&pending, &mut messages)?;
+        Ok(messages.into_list(py))
+    }
+}
+
+impl LineDecoder {
+    fn decode(&mut self, data: &[u8], out: &mut Owned) -> PyResult<()> {
+        let at_start = self.lineno == 1;
+        let data = if at_start {
+            data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
+        } else {
+            data
+        };
+        self.lineno = self
+            .decoder
+            .lines(data, self.lineno, out)
+            .map_err(|e| e.into_pyerr(&self.source))?;
+        Ok(())
+    }
 }
 
 /// Strong references that are released if we stop early.
@@ -85,7 +174,7 @@ fn fail<T>(at: usize, reason: &'static str) -> std::result::Result<T, Fail> {
 type Parsed = std::result::Result<*mut ffi::PyObject, Fail>;
 
 #[derive(Default)]
-struct Decoder {
+pub struct Decoder {
     /// Unescaped string contents and number texts are built here, reused for every value.
     scratch: Vec<u8>,
     /// Items of the arrays being parsed, innermost last: one stack for all levels.
@@ -94,8 +183,8 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn lines(&mut self, data: &[u8], first_line: usize, out: &mut Owned) -> Result<()> {
-        let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    /// Decodes every line of `data` into `out`; returns the number of the line after the last.
+    fn lines(&mut self, data: &[u8], first_line: usize, out: &mut Owned) -> Result<usize> {
         let mut start = 0;
         let mut lineno = first_line;
         while start < data.len() {
@@ -120,7 +209,7 @@ impl Decoder {
             }
             lineno += 1;
         }
-        Ok(())
+        Ok(lineno)
     }
 
     /// The value on one line, or None for a blank line.
@@ -569,6 +658,11 @@ fn line_error(line: &[u8], lineno: usize, at: usize, reason: Reason) -> Error {
 struct StringCache {
     slots: Box<[*mut ffi::PyObject; CACHE_SLOTS]>,
 }
+
+// SAFETY: the raw pointers (the cache, the array stack, empty between calls) are only touched by the methods of a
+// `LineDecoder`, which run with the GIL held and one at a time (pyo3 borrow-checks `&mut self`).
+unsafe impl Send for Decoder {}
+unsafe impl Sync for Decoder {}
 
 const CACHE_SLOTS: usize = 1024;
 const CACHE_MAX_LEN: usize = 32;

@@ -7,11 +7,12 @@
 //! stdlib writes them. The hot path allocates nothing per value; the key path of a failing value is collected
 //! only while the error travels back up.
 
+use std::ffi::{c_int, c_void};
 use std::ptr::addr_of_mut;
 
+use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::errors::Error;
 use crate::scan::{is_string_special, push_code_point, push_escape, push_escaped_ascii};
@@ -20,14 +21,118 @@ use crate::scan::{is_string_special, push_code_point, push_escape, push_escaped_
 /// interpreter's recursion limit, 1000 frames by default.
 pub const MAX_DEPTH: usize = 1024;
 
-/// One JSON document per message, each followed by `\n`, as one bytes object.
+/// All the messages at once: one JSON document per message, each followed by `\n`.
 #[pyfunction]
-pub fn encode_lines<'py>(messages: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let py = messages.py();
-    let mut encoder = Encoder::default();
-    // SAFETY: the GIL is held (we have `py`) and every pointer is a live object that we hold a reference to.
-    unsafe { encoder.messages(messages.as_ptr()) }.map_err(|e| e.into_error(py).into_pyerr(""))?;
-    Ok(PyBytes::new(py, &encoder.buf))
+pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
+    let mut chunks = encode_chunks(messages, usize::MAX)?;
+    Ok(chunks
+        .__next__(messages.py())?
+        .unwrap_or(Encoded { data: Vec::new() }))
+}
+
+/// The messages a block at a time, so that a save streams in bounded memory and can write one block while the
+/// next is encoded. Each block holds whole lines and at least `chunk_size` bytes, but the last.
+#[pyfunction]
+#[pyo3(signature = (messages, /, chunk_size = 1 << 22))]
+pub fn encode_chunks(messages: &Bound<'_, PyAny>, chunk_size: usize) -> PyResult<LineChunks> {
+    Ok(LineChunks {
+        messages: messages.try_iter()?.into_any().unbind(),
+        index: 0,
+        chunk_size,
+        done: false,
+    })
+}
+
+#[pyclass(module = "conversation_codec._core")]
+pub struct LineChunks {
+    messages: Py<PyAny>,
+    /// Position of the next message, for the path in errors.
+    index: usize,
+    chunk_size: usize,
+    done: bool,
+}
+
+#[pymethods]
+impl LineChunks {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Encoded>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut encoder = Encoder::default();
+        if self.chunk_size < usize::MAX / 2 {
+            // Room for the block and the message that crosses its end, so a typical block never reallocates.
+            encoder.buf.reserve(self.chunk_size + self.chunk_size / 4);
+        }
+        let iter = self.messages.as_ptr();
+        while encoder.buf.len() < self.chunk_size {
+            // SAFETY: the GIL is held (`py`); `iter` is the iterator we own; items are new references.
+            let item = unsafe { ffi::PyIter_Next(iter) };
+            if item.is_null() {
+                self.done = true;
+                if let Some(err) = PyErr::take(py) {
+                    return Err(err);
+                }
+                break;
+            }
+            let step = unsafe { encoder.message(item) };
+            unsafe { ffi::Py_DECREF(item) };
+            if let Err(failure) = step {
+                self.done = true;
+                return Err(failure.at_index(self.index).into_error(py).into_pyerr(""));
+            }
+            self.index += 1;
+        }
+        if encoder.buf.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Encoded { data: encoder.buf }))
+    }
+}
+
+/// Encoded JSONL, lent to Python through the buffer protocol: `os.write`, `memoryview` and `bytes()` read it
+/// where it is, without the copy into a `bytes` object (and the page faults of a second buffer) that returning
+/// `bytes` would cost on every save.
+#[pyclass(module = "conversation_codec._core", frozen)]
+pub struct Encoded {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl Encoded {
+    /// # Safety
+    /// Called by CPython with a valid `view`; the data is immutable for the object's lifetime.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("encoded JSONL is read-only"));
+        }
+        let data = &slf.get().data;
+        let status = ffi::PyBuffer_FillInfo(
+            view,
+            slf.as_ptr(),
+            data.as_ptr() as *mut c_void,
+            data.len() as ffi::Py_ssize_t,
+            1,
+            flags,
+        );
+        if status == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
 }
 
 #[derive(Default)]
@@ -155,50 +260,6 @@ macro_rules! type_ptr {
 type Step = std::result::Result<(), Failure>;
 
 impl Encoder {
-    /// Every item of an iterable (a list is walked by index), one line each.
-    ///
-    /// # Safety
-    /// The GIL must be held and `messages` must be a live object.
-    pub unsafe fn messages(&mut self, messages: *mut ffi::PyObject) -> Step {
-        if ffi::PyList_CheckExact(messages) != 0 {
-            let mut i = 0;
-            // Re-measured every turn and each item held while written: a dict subclass's items() is Python code,
-            // and could change the list.
-            while i < ffi::PyList_GET_SIZE(messages) {
-                let item = ffi::PyList_GET_ITEM(messages, i);
-                ffi::Py_INCREF(item);
-                let step = self.message(item);
-                ffi::Py_DECREF(item);
-                step.map_err(|e| e.at_index(i as usize))?;
-                i += 1;
-            }
-            return Ok(());
-        }
-        let iter = ffi::PyObject_GetIter(messages);
-        if iter.is_null() {
-            return Err(fetch_python_error());
-        }
-        let mut index = 0;
-        let result = loop {
-            let item = ffi::PyIter_Next(iter);
-            if item.is_null() {
-                break if ffi::PyErr_Occurred().is_null() {
-                    Ok(())
-                } else {
-                    Err(fetch_python_error())
-                };
-            }
-            let step = self.message(item);
-            ffi::Py_DECREF(item);
-            if let Err(e) = step {
-                break Err(e.at_index(index));
-            }
-            index += 1;
-        };
-        ffi::Py_DECREF(iter);
-        result
-    }
-
     unsafe fn message(&mut self, obj: *mut ffi::PyObject) -> Step {
         self.value(obj)?;
         self.buf.push(b'\n');
@@ -527,8 +588,10 @@ impl Encoder {
                 } else {
                     self.buf.push(c as u8);
                 }
-            } else if (0xD800..0xE000).contains(&c) {
-                // A lone surrogate (a paired one would be a single code point in CPython's storage).
+            } else if (0xD800..0xE000).contains(&c) || c == 0x85 || c == 0x2028 || c == 0x2029 {
+                // A lone surrogate (a paired one would be a single code point in CPython's storage) cannot be
+                // UTF-8. NEL and the line/paragraph separators can, but `str.splitlines()` and JavaScript break
+                // lines at them: escaped, a line of ours is a line to every reader.
                 push_escape(&mut self.buf, c);
             } else {
                 push_code_point(&mut self.buf, c);

@@ -11,7 +11,11 @@ mod scan;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<encode::Encoded>()?;
+    m.add_class::<encode::LineChunks>()?;
+    m.add_function(wrap_pyfunction!(encode::encode_chunks, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_lines, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_lines, m)?)?;
+    m.add_class::<decode::LineDecoder>()?;
     Ok(())
 }

@@ -34,25 +34,63 @@ const fn word_has_special(w: u64) -> bool {
 #[inline]
 pub fn find_string_special(s: &[u8], from: usize) -> (usize, bool) {
     let mut i = from;
-    let mut high = 0u64;
+    let mut high = false;
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= s.len() {
+        // SAFETY: 16 readable bytes at `i`; SSE2 is part of x86_64.
+        let (special, non_ascii) = unsafe { sse2::masks(s.as_ptr().add(i)) };
+        if special != 0 {
+            let k = special.trailing_zeros();
+            return (i + k as usize, high || non_ascii & ((1 << k) - 1) != 0);
+        }
+        high |= non_ascii != 0;
+        i += 16;
+    }
+    let mut words = 0u64;
     while i + 8 <= s.len() {
         let w = u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
         if word_has_special(w) {
             break;
         }
-        high |= w;
+        words |= w;
         i += 8;
     }
-    let mut non_ascii = high & HIGHS != 0;
+    high |= words & HIGHS != 0;
     while i < s.len() {
         let b = s[i];
         if is_string_special(b) {
-            return (i, non_ascii);
+            return (i, high);
         }
-        non_ascii |= b >= 0x80;
+        high |= b >= 0x80;
         i += 1;
     }
-    (i, non_ascii)
+    (i, high)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use core::arch::x86_64::*;
+
+    /// Bit masks over 16 bytes at `p`: the string-special bytes, and the non-ASCII bytes.
+    ///
+    /// # Safety
+    /// `p` must point to 16 readable bytes.
+    #[inline(always)]
+    pub unsafe fn masks(p: *const u8) -> (u32, u32) {
+        let chunk = _mm_loadu_si128(p.cast());
+        let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned `byte <= 0x1F`: max(byte, 0x1F) == 0x1F.
+        let control = _mm_cmpeq_epi8(
+            _mm_max_epu8(chunk, _mm_set1_epi8(0x1F)),
+            _mm_set1_epi8(0x1F),
+        );
+        let special = _mm_or_si128(_mm_or_si128(quote, backslash), control);
+        (
+            _mm_movemask_epi8(special) as u32,
+            _mm_movemask_epi8(chunk) as u32,
+        )
+    }
 }
 
 /// The end of a JSON number starting at `start` (just past an optional '-', whose digits are checked by the
@@ -210,6 +248,22 @@ mod tests {
             (12, true)
         );
         assert_eq!(find_string_special(b"abc", 1), (3, false));
+        // Non-ASCII after the stop, within the same 16-byte block, must not count.
+        assert_eq!(
+            find_string_special("0123456789\"é".as_bytes(), 0),
+            (10, false)
+        );
+        assert_eq!(
+            find_string_special("0123456789é\"".as_bytes(), 0),
+            (12, true)
+        );
+        let long = format!("{}é{}\\", "a".repeat(40), "b".repeat(40));
+        assert_eq!(
+            find_string_special(long.as_bytes(), 0),
+            (long.len() - 1, true)
+        );
+        let long = format!("{}\\é", "a".repeat(40));
+        assert_eq!(find_string_special(long.as_bytes(), 0), (40, false));
     }
 
     #[test]

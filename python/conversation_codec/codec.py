@@ -51,18 +51,32 @@ class ConversationCodec:
         """Replace the stored conversation with `messages`. Nothing is written if any message fails to encode."""
         if self.redact is not None:
             messages = map(self.redact, messages)
-        payload = _core.encode_lines(messages)
-        if self._cipher is not None:
-            payload = self._cipher.encrypt(payload) + b"\n"
-        files.write_atomic(self.path, payload, durable=self.durable)
+        chunks: Iterable[files.Chunk]
+        if self._cipher is None:
+            chunks = map(memoryview, _core.encode_chunks(messages))  # streamed: bounded memory
+        else:
+            # The original's format: one Fernet token of the whole JSONL (Fernet takes only `bytes`).
+            chunks = [self._cipher.encrypt(bytes(_core.encode_lines(messages))) + b"\n"]
+        files.write_atomic(self.path, chunks, durable=self.durable)
 
     def load(self) -> list[Message]:
         """The stored conversation; [] when the file is missing or empty."""
-        data = files.read_bytes(self.path)
-        if not data:
+        chunks = files.read_chunks(self.path)
+        try:
+            first = next(chunks, None)
+        except FileNotFoundError:
             return []
-        if crypto.looks_encrypted(data):
+        if first is None:
+            return []
+        source = str(self.path)
+        if crypto.looks_encrypted(first):
             if self._cipher is None:
-                raise DecryptionError(f"{self.path}: the file is encrypted; pass fernet_key= to read it")
-            data = crypto.decrypt(self._cipher, data.strip(), str(self.path))
-        return _core.decode_lines(data, source=str(self.path))
+                raise DecryptionError(f"{source}: the file is encrypted; pass fernet_key= to read it")
+            token = b"".join([bytes(first), *chunks]).strip()
+            return _core.decode_lines(crypto.decrypt(self._cipher, token, source), source=source)
+        decoder = _core.LineDecoder(source=source)
+        messages = decoder.feed(first)
+        for chunk in chunks:
+            messages += decoder.feed(chunk)
+        messages += decoder.finish()
+        return messages
