@@ -48,7 +48,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check python tests benches examples
 	$(PY) -m ruff format --check python tests benches examples
 	$(PY) -m mypy
-	$(PY) -m mypy.stubtest conversation_codec._core
+	$(PY) -m mypy.stubtest conversation_codec._core --allowlist .stubtest-allowlist
 
 wheel: $(VENV)/.installed
 	$(PY) -m maturin build --release --out dist

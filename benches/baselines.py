@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 
 class Original:
@@ -19,8 +19,8 @@ class Original:
     def __init__(
         self,
         path: str | Path,
-        redact: Optional[Callable[[Any], Any]] = None,
-        fernet_key: Optional[bytes] = None,
+        redact: Callable[[Any], Any] | None = None,
+        fernet_key: bytes | None = None,
         compressed: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -64,7 +64,7 @@ class Original:
 class Orjson:
     """What a careful user would write with orjson: one buffer, one write, same gzip and Fernet steps."""
 
-    def __init__(self, path: str | Path, fernet_key: Optional[bytes] = None, compressed: bool = False) -> None:
+    def __init__(self, path: str | Path, fernet_key: bytes | None = None, compressed: bool = False) -> None:
         import orjson
 
         self._orjson = orjson

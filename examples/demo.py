@@ -35,12 +35,20 @@ def codec() -> ConversationCodec:
 def session_1() -> None:
     messages = [
         {"role": "system", "content": "You are a helpful travel assistant."},
-        {"role": "user", "content": "Book me a table in Lyon. Reach me at ada@example.com or +33 6 12 34 56 78."},
+        {
+            "role": "user",
+            "content": "Book me a table in Lyon. Reach me at ada@example.com or +33 6 12 34 56 78.",
+        },
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function",
-                            "function": {"name": "find_restaurant", "arguments": '{"city": "Lyon"}'}}],
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "find_restaurant", "arguments": '{"city": "Lyon"}'},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "Le Bouchon des Filles, 20:00, 2 seats"},
         {"role": "assistant", "content": "Booked: Le Bouchon des Filles at 20:00. Bon appétit! 🍷"},
@@ -65,8 +73,11 @@ def main() -> None:
     from cryptography.fernet import Fernet
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DEMO_PATH": str(Path(tmp) / "sessions" / "user-123.jsonl"),
-               "DEMO_KEY": Fernet.generate_key().decode()}
+        env = {
+            **os.environ,
+            "DEMO_PATH": str(Path(tmp) / "sessions" / "user-123.jsonl"),
+            "DEMO_KEY": Fernet.generate_key().decode(),
+        }
         print("conversation-codec demo: one conversation, two processes\n")
         for session in ("session_1", "session_2"):
             subprocess.run([sys.executable, __file__, session], env=env, check=True)

@@ -57,6 +57,7 @@ pub struct LineDecoder {
 impl LineDecoder {
     #[new]
     #[pyo3(signature = (*, source = "<bytes>".to_owned(), first_line = 1))]
+    #[pyo3(text_signature = "(*, source='<bytes>', first_line=1)")]
     fn new(source: String, first_line: usize) -> Self {
         LineDecoder {
             source,
@@ -67,6 +68,7 @@ impl LineDecoder {
     }
 
     /// The messages of the lines that `data` (any bytes-like object) completes.
+    #[pyo3(signature = (data, /))]
     fn feed<'py>(&mut self, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let py = data.py();
         let buffer = PyBuffer::<u8>::get(data)?;

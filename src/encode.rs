@@ -23,6 +23,7 @@ pub const MAX_DEPTH: usize = 1024;
 
 /// All the messages at once: one JSON document per message, each followed by `\n`.
 #[pyfunction]
+#[pyo3(signature = (messages, /))]
 pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
     let mut chunks = encode_chunks(messages, usize::MAX)?;
     Ok(chunks
@@ -33,7 +34,7 @@ pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
 /// The messages a block at a time, so that a save streams in bounded memory and can write one block while the
 /// next is encoded. Each block holds whole lines and at least `chunk_size` bytes, but the last.
 #[pyfunction]
-#[pyo3(signature = (messages, /, chunk_size = 1 << 22))]
+#[pyo3(signature = (messages, /, *, chunk_size = 4194304))]
 pub fn encode_chunks(messages: &Bound<'_, PyAny>, chunk_size: usize) -> PyResult<LineChunks> {
     Ok(LineChunks {
         messages: messages.try_iter()?.into_any().unbind(),

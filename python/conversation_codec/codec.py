@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import _core, crypto, files
 from .errors import DecryptionError
@@ -34,8 +34,8 @@ class ConversationCodec:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        redact: Optional[Redactor] = None,
-        fernet_key: Optional[crypto.FernetKey] = None,
+        redact: Redactor | None = None,
+        fernet_key: crypto.FernetKey | None = None,
         *,
         durable: bool = True,
     ) -> None:

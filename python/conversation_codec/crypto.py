@@ -39,14 +39,14 @@ def looks_encrypted(data: bytes | memoryview) -> bool:
 def make_cipher(key: FernetKey) -> Cipher:
     """A Fernet for a key (bytes or str, as `Fernet.generate_key()` gives), or the Fernet/MultiFernet given."""
     if hasattr(key, "encrypt") and hasattr(key, "decrypt"):
-        return key  # type: ignore[return-value]
+        return key
     try:
         from cryptography.fernet import Fernet
     except ImportError as exc:
         raise ImportError(
             'fernet_key needs the cryptography package: pip install "conversation-codec[crypto]"'
         ) from exc
-    return Fernet(key)  # type: ignore[arg-type]
+    return Fernet(key)
 
 
 def decrypt(cipher: Cipher, token: bytes, source: str) -> bytes:
@@ -60,11 +60,10 @@ def decrypt(cipher: Cipher, token: bytes, source: str) -> bytes:
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _invalid_token_error() -> type[DecryptionError]:
     # Also an InvalidToken, so that code written against the original, which let cryptography's exception
     # through, keeps catching it. Built lazily: cryptography is optional.
     from cryptography.fernet import InvalidToken
 
     return type("InvalidTokenError", (DecryptionError, InvalidToken), {"__module__": __name__})
-

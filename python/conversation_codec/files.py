@@ -5,9 +5,9 @@ folder, which is flushed to disk and renamed over the target, and the folder is 
 survives a power cut. A reader, or a process killed at any instant, sees the old file or the new one, never a
 mix or an empty file. Concurrent writers each use their own temporary file; the last rename wins whole.
 
-The bytes come as chunks. When there is more than one, a writer thread writes (and, for a durable save, flushes
-to disk) each chunk while the caller produces the next: `os.write` and `os.fdatasync` release the GIL, so the
-encoding and the disk work overlap and memory stays bounded by a few chunks.
+The bytes come as chunks. When there is more than one, a writer thread writes (and, for a durable save,
+flushes to disk) each chunk while the caller produces the next: `os.write` and `os.fdatasync` release the GIL,
+so the encoding and the disk work overlap and memory stays bounded by a few chunks.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Iterator[memoryview]:
-    """The file's bytes, a block at a time, read into one reused buffer: each block is valid until the next
-    is asked for. Reading into the same memory spares a large load the page faults and copy of one big `bytes`.
-    Raises FileNotFoundError (on the first `next`) when the file does not exist."""
+    """The file's bytes, a block at a time, read into one reused buffer.
+
+    Each block is valid until the next is asked for. Reading into the same memory spares a large load the page
+    faults and the copy of one big `bytes`. Raises FileNotFoundError (on the first `next`) when the file does
+    not exist.
+    """
     with open(path, "rb", buffering=0) as f:
         buffer = bytearray(chunk_size)
         view = memoryview(buffer)
@@ -47,7 +50,7 @@ def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Iterator[memoryvie
 
 
 def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -> None:
-    """Replace `path` with the concatenated `chunks`, atomically; with `durable`, also surviving a machine crash.
+    """Replace `path` with the concatenated `chunks`, atomically; with `durable`, surviving a machine crash.
 
     If `chunks` raises (a message that cannot be encoded), the file is left as it was. An existing file keeps
     its permission bits; a new one gets 0600. Missing parent folders are created (0700).
