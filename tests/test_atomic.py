@@ -1,0 +1,258 @@
+"""save() is atomic: a crash (SIGKILL) or a concurrent reader sees the old or the new conversation, whole.
+
+A process killed mid-save may leave its temporary file (`.<name>.<random>.tmp`) behind: nothing can remove it
+after SIGKILL. The conversation file itself is never torn, empty or missing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import folder_listing
+from conversation_codec import ConversationCodec, DecodeError, EncodeError
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fsync of folders are POSIX")
+
+# Built the same way in this process and in the child that gets killed.
+BUILD = textwrap.dedent(
+    """
+    def build(tag, count, size):
+        return [
+            {"role": ("user", "assistant")[i % 2], "i": i, "tag": tag,
+             "content": [{"type": "text", "text": (tag * size) + str(i)}, {"n": i * 1.5}]}
+            for i in range(count)
+        ]
+    """
+)
+_namespace: dict[str, Any] = {}
+exec(BUILD, _namespace)
+build = _namespace["build"]
+
+CHILD = BUILD + textwrap.dedent(
+    """
+    import sys
+    from conversation_codec import ConversationCodec
+    path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    messages = build("b", count, size)
+    codec = ConversationCodec(path)
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    while True:
+        codec.save(messages)
+    """
+)
+
+# ~30 MB and ~25 MB: large enough that a save takes a while, so that kills land inside writes.
+A_COUNT, B_COUNT, SIZE = 3000, 2500, 10_000
+TIME_BUDGET = 15.0  # seconds of kill trials
+MIN_TRIALS = 8
+MAX_TRIALS = 40
+
+
+def _leftover_tmp_files(path: Path) -> list[Path]:
+    return [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and p.name.endswith(".tmp")]
+
+
+def test_sigkill_mid_save_leaves_old_or_new_file(conv_path: Path) -> None:
+    a = build("a", A_COUNT, SIZE)
+    b = build("b", B_COUNT, SIZE)
+    codec = ConversationCodec(conv_path)
+    start = time.perf_counter()
+    codec.save(a)
+    save_time = time.perf_counter() - start
+    rng = random.Random(1234)
+
+    trials = seen_a = seen_b = interrupted_writes = 0
+    deadline = time.monotonic() + TIME_BUDGET
+    # Enough trials that kills landed inside writes, and both before and after the child's first rename.
+    while trials < MIN_TRIALS or not (seen_a and seen_b and interrupted_writes >= 3):
+        if trials >= MAX_TRIALS or time.monotonic() > deadline:
+            break
+        codec.save(a)  # every trial starts from A; the child replaces it with B, again and again
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(conv_path), str(B_COUNT), str(SIZE)],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == b"ready\n"
+            # The child's first save takes about save_time: about half the kills land inside it.
+            time.sleep(rng.uniform(0.0, 2.5 * save_time))
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+        assert child.returncode == -signal.SIGKILL
+        trials += 1
+
+        try:
+            loaded = ConversationCodec(conv_path).load()
+        except DecodeError as exc:
+            pytest.fail(f"trial {trials}: torn file after SIGKILL: {exc}")
+        if loaded == a:
+            seen_a += 1
+        elif loaded == b:
+            seen_b += 1
+        else:
+            pytest.fail(f"trial {trials}: the file holds neither conversation ({len(loaded)} messages)")
+        assert os.stat(conv_path).st_mode & 0o777 == 0o600
+
+        leftovers = _leftover_tmp_files(conv_path)
+        interrupted_writes += bool(leftovers)
+        for p in leftovers:  # a killed save cannot clean up after itself; clear it for the next trial
+            p.unlink()
+        assert folder_listing(conv_path) == [conv_path.name]
+
+    stats = f"{trials} trials: old file {seen_a}, new file {seen_b}, kills inside a write {interrupted_writes}"
+    # The test only means something if kills interrupted writes in progress, before and after a rename.
+    assert interrupted_writes >= 1, stats
+    assert seen_a >= 1, stats
+    assert seen_b >= 1, stats
+
+
+def test_concurrent_reader_sees_a_whole_conversation(conv_path: Path) -> None:
+    a = build("a", 300, 3000)
+    b = build("b", 200, 3000)
+    ConversationCodec(conv_path).save(a)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    saves = 0
+
+    def writer() -> None:
+        nonlocal saves
+        codec = ConversationCodec(conv_path)
+        try:
+            while not stop.is_set():
+                codec.save(b if saves % 2 == 0 else a)
+                saves += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reader = ConversationCodec(conv_path)
+    loads = {"a": 0, "b": 0}
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            try:
+                loaded = reader.load()
+            except DecodeError as exc:
+                pytest.fail(f"a reader saw a torn file: {exc}")
+            if loaded == a:
+                loads["a"] += 1
+            elif loaded == b:
+                loads["b"] += 1
+            else:
+                pytest.fail(f"a reader saw neither conversation ({len(loaded)} messages)")
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    assert saves >= 2
+    assert loads["a"] and loads["b"], loads
+    assert folder_listing(conv_path) == [conv_path.name]
+
+
+def test_concurrent_writers_last_rename_wins_whole(conv_path: Path) -> None:
+    convs = [build(tag, 100, 2000) for tag in "abcd"]
+    errors: list[BaseException] = []
+
+    def writer(messages: list[Any]) -> None:
+        codec = ConversationCodec(conv_path)
+        try:
+            for _ in range(10):
+                codec.save(messages)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in convs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert ConversationCodec(conv_path).load() in convs
+    assert folder_listing(conv_path) == [conv_path.name]
+
+
+# ----------------------------------------------------------------------- failed saves leave no temp file
+
+
+@pytest.fixture
+def saved(conv_path: Path) -> tuple[ConversationCodec, bytes]:
+    codec = ConversationCodec(conv_path)
+    codec.save([{"role": "user", "content": "old"}])
+    return codec, conv_path.read_bytes()
+
+
+def _assert_untouched(codec: ConversationCodec, before: bytes) -> None:
+    assert codec.path.read_bytes() == before
+    assert not _leftover_tmp_files(codec.path)
+    assert folder_listing(codec.path) == [codec.path.name]
+
+
+def test_no_temp_file_after_encode_error(saved: tuple[ConversationCodec, bytes]) -> None:
+    codec, before = saved
+    with pytest.raises(EncodeError):
+        codec.save([{"ok": 1}, {"bad": object()}])
+    _assert_untouched(codec, before)
+
+
+def test_no_temp_file_after_redact_error(saved: tuple[ConversationCodec, bytes]) -> None:
+    codec, before = saved
+
+    def redact(m: Any) -> Any:
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        ConversationCodec(codec.path, redact=redact).save([{"a": 1}])
+    _assert_untouched(codec, before)
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace", "write"])
+def test_no_temp_file_after_io_error(
+    saved: tuple[ConversationCodec, bytes], monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    # The disk fails in the middle of the write: the old file stays, the temporary file is removed.
+    codec, before = saved
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, boom)
+    with pytest.raises(OSError) as info:
+        codec.save([{"role": "user", "content": "new" * 1000}])
+    assert info.value.errno == 28
+    monkeypatch.undo()
+    _assert_untouched(codec, before)
+
+
+def test_interrupt_during_save_leaves_old_file(
+    saved: tuple[ConversationCodec, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C (KeyboardInterrupt) while the bytes are being written.
+    codec, before = saved
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        codec.save([{"role": "user", "content": "new"}])
+    monkeypatch.undo()
+    _assert_untouched(codec, before)
