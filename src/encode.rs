@@ -346,6 +346,15 @@ impl Encoder {
         Ok(())
     }
 
+    /// An empty container is a level too, as the decoder counts it: what we write must read back.
+    #[inline]
+    fn leaf_container(&self) -> Step {
+        if self.containers.len() >= MAX_DEPTH {
+            return Err(Failure::new(Kind::TooDeep { circular: false }));
+        }
+        Ok(())
+    }
+
     unsafe fn sequence(
         &mut self,
         obj: *mut ffi::PyObject,
@@ -353,6 +362,7 @@ impl Encoder {
         get: impl Fn(*mut ffi::PyObject, ffi::Py_ssize_t) -> *mut ffi::PyObject,
     ) -> Step {
         if len == 0 {
+            self.leaf_container()?;
             self.buf.extend_from_slice(b"[]");
             return Ok(());
         }
@@ -377,6 +387,7 @@ impl Encoder {
 
     unsafe fn dict(&mut self, obj: *mut ffi::PyObject) -> Step {
         if ffi::PyDict_Size(obj) == 0 {
+            self.leaf_container()?;
             self.buf.extend_from_slice(b"{}");
             return Ok(());
         }
