@@ -125,8 +125,9 @@ def test_sigkill_mid_save_leaves_old_or_new_file(conv_path: Path) -> None:
 
 
 def test_concurrent_reader_sees_a_whole_conversation(conv_path: Path) -> None:
-    a = build("a", 300, 3000)
-    b = build("b", 200, 3000)
+    # ~9 MB and ~6 MB: several blocks of the streaming reader and writer.
+    a = build("a", 3000, 3000)
+    b = build("b", 2000, 3000)
     ConversationCodec(conv_path).save(a)
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -109,7 +109,8 @@ def test_key_rotation(conv_path: Path, fernet_key: bytes, other_fernet_key: byte
 
 
 def test_large_conversation_encrypted(conv_path: Path, fernet_key: bytes) -> None:
-    messages = [{"role": "user", "content": base64.b64encode(os.urandom(3000)).decode(), "i": i} for i in range(500)]
+    # ~10 MB: the token spans several read blocks.
+    messages = [{"role": "user", "content": base64.b64encode(os.urandom(3000)).decode(), "i": i} for i in range(2500)]
     codec = ConversationCodec(conv_path, fernet_key=fernet_key)
     codec.save(messages)
     assert codec.load() == messages

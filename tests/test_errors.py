@@ -264,6 +264,57 @@ def test_iterator_exception_propagates_unchanged(saved: tuple[ConversationCodec,
     assert_untouched(codec, before)
 
 
+def _big(count: int = 4000) -> list[Any]:
+    # ~14 MB of JSONL: more than one block of the streaming writer (4 MiB), so the pipelined path runs and the
+    # failure below happens after earlier blocks were already written to the temporary file.
+    return [{"role": "user", "i": i, "content": "é中😀 lorem ipsum " * 200} for i in range(count)]
+
+
+@pytest.mark.parametrize("failure", ["unserializable", "redact raises", "iterator raises", "circular"])
+def test_late_failure_in_a_large_save_leaves_the_old_file(saved: tuple[ConversationCodec, bytes], failure: str) -> None:
+    codec, before = saved
+    messages = _big()
+    boom = ArithmeticError("late failure")
+
+    def redact(m: Any) -> Any:
+        if m["i"] == len(messages) - 1:
+            raise boom
+        return m
+
+    def generate() -> Any:
+        yield from messages
+        raise boom
+
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    if failure == "unserializable":
+        with pytest.raises(EncodeError) as info:
+            codec.save([*messages, {"x": {1j}}])
+        assert f'messages[{len(messages)}]["x"]: set is not JSON serializable' in str(info.value)
+    elif failure == "circular":
+        with pytest.raises(EncodeError):
+            codec.save([*messages, {"loop": cyclic}])
+    elif failure == "redact raises":
+        with pytest.raises(ArithmeticError) as exc:
+            ConversationCodec(codec.path, redact=redact).save(messages)
+        assert exc.value is boom
+    else:
+        with pytest.raises(ArithmeticError) as exc:
+            codec.save(generate())
+        assert exc.value is boom
+    assert_untouched(codec, before)
+
+
+def test_decode_error_inside_an_encrypted_file(conv_path: Path, fernet_key: bytes) -> None:
+    from cryptography.fernet import Fernet
+
+    conv_path.write_bytes(Fernet(fernet_key).encrypt(b'{"a": 1}\n\n[1, 2,]\n'))
+    with pytest.raises(DecodeError) as info:
+        ConversationCodec(conv_path, fernet_key=fernet_key).load()
+    assert info.value.lineno == 3
+    assert str(conv_path) in str(info.value)
+
+
 def test_exception_from_a_dict_subclass_propagates(saved: tuple[ConversationCodec, bytes]) -> None:
     codec, before = saved
 

@@ -384,7 +384,9 @@ def test_depth_limit_is_1024_levels_on_both_sides(conv_path: Path, make: Any) ->
     assert_same(codec.load(), [make(1024)])
     with pytest.raises(EncodeError):
         codec.save([make(1025)])
-    conv_path.write_text(json.dumps(make(1024)).replace("[]", "[[]]").replace("{}", '{"a": {}}') + "\n")
+    # 1025 levels written by another tool (the stdlib cannot: json.dumps hits the recursion limit first).
+    deeper = "[" * 1025 + "]" * 1025 if make is nested_lists else '{"a":' * 1024 + "{}" + "}" * 1024
+    conv_path.write_text(deeper + "\n")
     with pytest.raises(DecodeError):
         codec.load()
 
@@ -443,3 +445,152 @@ def test_shared_but_not_circular_references_are_fine(conv_path: Path) -> None:
     shared = {"k": [1, 2]}
     x = [shared, shared, {"a": shared, "b": [shared]}]
     check(conv_path, x)
+
+
+# ------------------------------------------------------------------- JSON text from other writers, vs stdlib
+#
+# The round trips above only feed the loader what an encoder writes. Files from other tools hold any JSON
+# text: numbers in every form ("1E+2", "0.10", 40 significant digits, "1e-400"), any escape ("\/", "\uD83D",
+# upper-case hex), whitespace between tokens, duplicate keys. The loader must read each as json.loads does.
+# One exception, by design: lines split as the original's text-mode reader split them, at "\n", "\r\n" and a
+# bare "\r"; so "\r" is a line break, never whitespace inside a document (test_interop checks the splitting).
+
+_ws = st.text(alphabet=" \t", max_size=2)
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=25) | st.text(
+    alphabet="0123456789", min_size=300, max_size=800
+)
+_number_text = st.builds(
+    lambda sign, first, rest, frac, exp: sign + (first + rest if first != "0" else "0") + frac + exp,
+    st.sampled_from(["", "-"]),
+    st.sampled_from("0123456789"),
+    st.text(alphabet="0123456789", max_size=25),
+    st.one_of(st.just(""), _digits.map(lambda d: "." + d)),
+    st.one_of(
+        st.just(""),
+        st.builds(
+            lambda e, s, d: e + s + d,
+            st.sampled_from("eE"),
+            st.sampled_from(["", "+", "-"]),
+            st.text(alphabet="0123456789", min_size=1, max_size=4) | st.just("9" * 25),
+        ),
+    ),
+)
+_escape = st.one_of(
+    st.sampled_from(['\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t"]),
+    st.integers(0, 0xFFFF).flatmap(
+        lambda c: st.sampled_from([f"\\u{c:04x}", f"\\u{c:04X}", f"\\u{c:04x}".upper().replace("\\U", "\\u")])
+    ),
+    st.sampled_from(["\\ud83d\\ude00", "\\uD800", "\\udc00\\ud800", "\\uDBFF\\uDFFF"]),
+)
+_raw = st.characters(exclude_categories=("Cs", "Cc")).filter(lambda c: c not in '"\\')
+_string_text = st.lists(st.one_of(_escape, _raw), max_size=12).map(lambda parts: '"' + "".join(parts) + '"')
+_literal = st.sampled_from(["true", "false", "null", "NaN", "Infinity", "-Infinity"])
+_keys = st.one_of(st.sampled_from(['"a"', '"b"', '"\\u0061"', '""']), _string_text)
+
+
+def _array(items: list[str], ws: str) -> str:
+    return "[" + ws + ("," + ws).join(items) + ws + "]"
+
+
+def _object(pairs: list[tuple[str, str]], ws: str) -> str:
+    return "{" + ws + ("," + ws).join(f"{k}{ws}:{ws}{v}" for k, v in pairs) + ws + "}"
+
+
+json_text = st.recursive(
+    st.one_of(_number_text, _string_text, _literal),
+    lambda children: st.one_of(
+        st.builds(_array, st.lists(children, max_size=5), _ws),
+        st.builds(_object, st.lists(st.tuples(_keys, children), max_size=5), _ws),
+    ),
+    max_leaves=20,
+)
+TEXT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@TEXT
+@given(text=json_text, before=_ws, after=_ws)
+def test_any_json_text_loads_as_the_stdlib_reads_it(conv_path: Path, text: str, before: str, after: str) -> None:
+    line = before + text + after
+    expected = json.loads(line)
+    conv_path.write_bytes(b'{"first": 1}\n' + line.encode("utf-8") + b"\n")
+    assert_same(ConversationCodec(conv_path).load(), [{"first": 1}, expected])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_number_text)
+def test_number_text_loads_as_the_stdlib_reads_it(conv_path: Path, text: str) -> None:
+    conv_path.write_bytes(f"{text}\n[{text}]\n".encode())
+    expected = json.loads(text)
+    assert_same(ConversationCodec(conv_path).load(), [expected, [expected]])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1E+2",
+        "1e2",
+        "0.10",
+        "-0",
+        "-0.0",
+        "0e0",
+        "1e-400",
+        "-1e-400",
+        "1e400",
+        "-1E400",
+        "123456789012345678901234567890",
+        "0.1234567890123456789012345678901234567890",
+        "9007199254740993",
+        "9007199254740993.0",
+        "2.2250738585072011e-308",  # the value that once hung Java and PHP
+        "2.2250738585072012e-308",
+        "4.9406564584124654e-324",
+        "2.4703282292062327e-324",  # half the smallest subnormal: rounds to 0.0
+        "2.4703282292062328e-324",  # just over half: rounds up to 5e-324
+        "1.7976931348623158e308",  # rounds down to the max float
+        "1.7976931348623159e308",  # rounds up to inf
+        "0." + "0" * 400 + "1e400",
+        "1" + "0" * 400 + "e-400",
+        "1e99999999999999999999",
+        "1e-99999999999999999999",
+    ],
+)
+def test_number_text_corners(conv_path: Path, text: str) -> None:
+    conv_path.write_bytes(f"[{text}]\n".encode())
+    assert_same(ConversationCodec(conv_path).load(), [json.loads(f"[{text}]")])
+
+
+# No "\r" or "\n": they end the line (see above).
+_mutation_chars = st.sampled_from(list(' \t,:[]{}"\\0123456789-+.eEtrufalsnNIy\x00\x0c\x0b\x7fé\u2028\x85'))
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@TEXT
+@given(text=json_text, data=st.data())
+def test_mutated_json_text_is_judged_as_the_stdlib_judges_it(conv_path: Path, text: str, data: Any) -> None:
+    # Differential: one character inserted, deleted or replaced; accepted with the same value, or refused
+    # with a DecodeError on its line, exactly as json.loads decides.
+    pos = data.draw(st.integers(0, len(text)))
+    op = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+    ch = data.draw(_mutation_chars)
+    if op == "insert":
+        text = text[:pos] + ch + text[pos:]
+    elif op == "delete":
+        text = text[:pos] + text[pos + 1 :]
+    else:
+        text = text[:pos] + ch + text[pos + 1 :]
+    try:
+        expected = json.loads(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    conv_path.write_bytes(b"[0]\n" + text.encode("utf-8") + b"\n")
+    codec = ConversationCodec(conv_path)
+    if not text.strip():
+        assert codec.load() == [[0]]  # blank as the original's `line.strip()` sees it: skipped
+    elif accepted:
+        assert_same(codec.load(), [[0], expected])
+    else:
+        with pytest.raises(DecodeError) as info:
+            codec.load()
+        assert info.value.lineno == 2

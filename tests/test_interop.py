@@ -7,12 +7,13 @@ with the stdlib's one-liner; files from other tools (CRLF line endings, no final
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _helpers import assert_same, json_values, reference
-from conversation_codec import ConversationCodec
+from conversation_codec import ConversationCodec, DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +120,41 @@ def test_mixed_line_endings_and_blank_crlf_lines(conv_path: Path) -> None:
     assert ConversationCodec(conv_path).load() == [{"a": 1}, [2], "three"]
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[1]\r[2]\r",  # classic Mac OS line endings
+        b"[1]\r\n[2]\r[3]\n\r\n[4]",
+        b"\r\r\n\n[1]\r\r",
+        b'{"a": "x\\ry"}\r{"b": 2}',
+    ],
+)
+def test_lines_split_as_the_original_splits_them(conv_path: Path, data: bytes) -> None:
+    # The original read in text mode: "\n", "\r\n" and a bare "\r" all end a line.
+    conv_path.write_bytes(data)
+    assert_same(ConversationCodec(conv_path).load(), Original(conv_path).load())
+
+
+def test_bare_cr_inside_a_document_is_a_line_break(conv_path: Path) -> None:
+    # So "[1\r]" is two broken lines, as the original found, not a document with whitespace (json.loads's view).
+    conv_path.write_bytes(b'{"ok": 1}\n[1\r]\n')
+    with pytest.raises(ValueError):
+        Original(conv_path).load()
+    with pytest.raises(DecodeError) as info:
+        ConversationCodec(conv_path).load()
+    assert info.value.lineno == 2
+
+
+@pytest.mark.parametrize(
+    "blank", ["\x0c", "\x0b", " \x1c\x1d\x1e\x1f ", "\x85", "\xa0", "\u2028\u2029", "\u3000\u205f", "\t \x0c "]
+)
+def test_lines_blank_to_the_original_are_skipped(conv_path: Path, blank: str) -> None:
+    # The original skipped every line whose str.strip() is empty, Unicode spaces included.
+    conv_path.write_bytes(f'{{"a": 1}}\n{blank}\n[2]\n{blank}'.encode())
+    assert Original(conv_path).load() == [{"a": 1}, [2]]
+    assert ConversationCodec(conv_path).load() == [{"a": 1}, [2]]
+
+
 def test_no_trailing_newline(conv_path: Path, conversation: list[Any]) -> None:
     conv_path.write_bytes("\n".join(json.dumps(m) for m in conversation).encode())
     assert_same(ConversationCodec(conv_path).load(), reference(conversation))
@@ -138,6 +174,19 @@ def test_non_ascii_utf8_written_by_other_tools(conv_path: Path) -> None:
 def test_pretty_separators_and_indentation_inside_a_line(conv_path: Path) -> None:
     conv_path.write_bytes(b'  { "a" :  [ 1 ,2 , { "b" :null } ] ,"c":\t"d" }  \n')
     assert ConversationCodec(conv_path).load() == [{"a": [1, 2, {"b": None}], "c": "d"}]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_large_utf8_crlf_file_from_another_tool(conv_path: Path, seed: int) -> None:
+    # ~9 MB of raw UTF-8 (ensure_ascii=False) with CRLF endings and lines of random lengths: multi-byte
+    # characters, escapes and "\r\n" pairs fall across the loader's block boundaries at varied offsets.
+    rng = random.Random(seed)
+    pieces = ["a", "é", "中", "😀", "\\", '"', "\n", "\u2028", " "]
+    messages = [{"i": i, "text": "".join(rng.choices(pieces, k=rng.randrange(1, 4000)))} for i in range(4000)]
+    data = b"".join(json.dumps(m, ensure_ascii=False).encode("utf-8") + b"\r\n" for m in messages)
+    assert len(data) > 8 << 20
+    conv_path.write_bytes(data)
+    assert ConversationCodec(conv_path).load() == messages
 
 
 @pytest.mark.parametrize("sep", [(",", ":"), (", ", ": ")])
