@@ -1,0 +1,203 @@
+"""Print the benchmark table (markdown, for BENCHMARKS.md) from a pytest-benchmark JSON file.
+
+    python benches/report.py bench-results/latest.json
+
+Per corpus and operation, each implementation's median time, MB/s and messages/s, and its speed-up over the
+original and over orjson (the baseline's median divided by its own: 2.0x means twice as fast). Encrypted
+operations also show the overhead over bare Fernet on the same bytes. Then the targets of issue 2, PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from typing import Any
+
+CORPUS_ORDER = ("sharegpt-long", "sharegpt-many", "agent")
+OP_ORDER = ("save", "load", "save-enc", "load-enc")
+IMPL_ORDER = ("ours", "ours-nodurable", "original", "orjson", "msgspec", "jiter", "fernet")
+TARGET_CORPUS = "sharegpt-long"
+# Issue 2, "Targets": (op, baseline, minimum speed-up of `ours`); and the most encryption may add over Fernet.
+SPEEDUP_TARGETS = (
+    ("save", "original", 4.0),
+    ("save", "orjson", 1.5),
+    ("load", "original", 2.5),
+    ("load", "orjson", 1.5),
+)
+MAX_FERNET_OVERHEAD = 0.15
+
+Table = dict[tuple[str, str], dict[str, dict[str, Any]]]
+
+
+def _rank(order: tuple[str, ...], value: str) -> tuple[int, str]:
+    return (order.index(value) if value in order else len(order), value)
+
+
+def load_results(path: str) -> tuple[dict[str, Any], Table]:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    table: Table = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        table[(info["corpus"], info["op"])][info["impl"]] = {**info, **bench["stats"]}
+    return data, table
+
+
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:,.0f} ms" if seconds >= 0.1 else f"{seconds * 1e3:,.1f} ms"
+
+
+def _speedup(row: dict[str, dict[str, Any]], impl: str, baseline: str) -> float | None:
+    if impl not in row or baseline not in row:
+        return None
+    return float(row[baseline]["median"] / row[impl]["median"])
+
+
+def _overhead(row: dict[str, dict[str, Any]], impl: str) -> float | None:
+    """(impl - bare Fernet) / bare Fernet, medians."""
+    if impl not in row or "fernet" not in row or impl == "fernet":
+        return None
+    fernet = row["fernet"]["median"]
+    return float((row[impl]["median"] - fernet) / fernet)
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def header(data: dict[str, Any]) -> list[str]:
+    context = data.get("bench_context", {})
+    machine = data.get("machine_info", {})
+    commit = data.get("commit_info", {})
+    python = context.get("python") or machine.get("python_version", "?")
+    cpu = context.get("cpu_model") or machine.get("cpu", {}).get("brand_raw", "?")
+    implementation = context.get("implementation", machine.get("python_implementation", ""))
+    lines = [
+        f"- Date: {data.get('datetime', '?')}",
+        f"- Machine: nproc {context.get('nproc', '?')}, {cpu}, {implementation} {python}",
+        f"- Command: `make bench` (= `{context.get('command', 'python -m pytest benches --benchmark-only')}`)",
+    ]
+    if commit.get("id"):
+        lines.append(f"- Commit: {commit['id'][:12]}{' (dirty working tree)' if commit.get('dirty') else ''}")
+    return lines
+
+
+def corpus_notes(table: Table) -> list[str]:
+    seen: dict[str, dict[str, Any]] = {}
+    for (name, _op), row in table.items():
+        for info in row.values():
+            seen.setdefault(name, info)
+    parts = [
+        f"{name} {seen[name]['bytes'] / 1e6:.1f} MB, {seen[name]['messages']:,} messages"
+        + (f" in {seen[name]['files']:,} files" if seen[name].get("files", 1) > 1 else "")
+        for name in sorted(seen, key=lambda n: _rank(CORPUS_ORDER, n))
+    ]
+    return [
+        "- MB/s: MB (10^6 bytes) of the corpus as the original's JSONL (`json.dumps` per line), the same figure for "
+        "every implementation: " + "; ".join(parts) + ".",
+        "- Times are medians over the rounds shown, after one warm-up round; page cache warm; files in a scratch "
+        "folder on the repository's filesystem. `vs original` / `vs orjson`: the baseline's median over this one "
+        "(2.00x = twice as fast). `over Fernet`: (this - bare Fernet) / bare Fernet on the same JSONL bytes.",
+        "- `ours` is the default `ConversationCodec` (atomic, durable: fsync of the file and its folder); "
+        "`ours-nodurable` passes `durable=False`. `jiter` and `msgspec` load the file orjson wrote.",
+    ]
+
+
+def tables(table: Table) -> list[str]:
+    out: list[str] = []
+    for name in sorted({n for n, _ in table}, key=lambda n: _rank(CORPUS_ORDER, n)):
+        ops = sorted((op for n, op in table if n == name), key=lambda o: _rank(OP_ORDER, o))
+        encrypted = any(op.endswith("-enc") for op in ops)
+        out += ["", f"### {name}", ""]
+        columns = ["op", "impl", "median", "IQR", "rounds", "MB/s", "msgs/s", "vs original", "vs orjson"]
+        if encrypted:
+            columns.append("over Fernet")
+        out += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for op in ops:
+            row = table[(name, op)]
+            for impl in sorted(row, key=lambda i: _rank(IMPL_ORDER, i)):
+                info = row[impl]
+                median = info["median"]
+                label = f"**{impl}**" if impl == "ours" else impl
+                if info.get("equal") is False:
+                    label += " (WRONG RESULT)"
+                cells = [
+                    op,
+                    label,
+                    _time(median),
+                    _time(info["iqr"]),
+                    str(info["rounds"]),
+                    f"{info['bytes'] / median / 1e6:,.0f}",
+                    f"{info['messages'] / median:,.0f}",
+                    _fmt_ratio(_speedup(row, impl, "original")) if impl != "original" else "",
+                    _fmt_ratio(_speedup(row, impl, "orjson")) if impl != "orjson" else "",
+                ]
+                if encrypted:
+                    overhead = _overhead(row, impl)
+                    cells.append("" if overhead is None else f"{overhead:+.1%}")
+                out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def fsync_notes(table: Table) -> list[str]:
+    out = []
+    for (name, op), row in sorted(
+        table.items(), key=lambda kv: (_rank(CORPUS_ORDER, kv[0][0]), _rank(OP_ORDER, kv[0][1]))
+    ):
+        if "ours" in row and "ours-nodurable" in row:
+            durable, fast = row["ours"]["median"], row["ours-nodurable"]["median"]
+            out.append(
+                f"- fsync cost, {name} {op}: durable {_time(durable)} vs not {_time(fast)} "
+                f"({(durable - fast) / fast:+.1%}"
+                + (
+                    f", {(durable - fast) / row['ours']['files'] * 1e3:.2f} ms per file"
+                    if row["ours"].get("files", 1) > 1
+                    else ""
+                )
+                + ")"
+            )
+    return out
+
+
+def targets(table: Table) -> tuple[list[str], bool]:
+    out = ["| target (sharegpt-long, default settings) | measured | result |", "|---|---|---|"]
+    passed = True
+    for op, baseline, minimum in SPEEDUP_TARGETS:
+        value = _speedup(table.get((TARGET_CORPUS, op), {}), "ours", baseline)
+        ok = value is not None and value >= minimum
+        passed &= ok
+        measured = "not measured" if value is None else f"{value:.2f}x"
+        out.append(f"| `{op}()` >= {minimum:g}x {baseline} | {measured} | {'PASS' if ok else 'MISS'} |")
+    for op, plain in (("save-enc", "encrypt"), ("load-enc", "decrypt")):
+        value = _overhead(table.get((TARGET_CORPUS, op), {}), "ours")
+        ok = value is not None and value <= MAX_FERNET_OVERHEAD
+        passed &= ok
+        measured = "not measured" if value is None else f"{value:+.1%}"
+        out.append(
+            f"| encrypted `{op.split('-')[0]}()` overhead over bare `Fernet.{plain}` <= {MAX_FERNET_OVERHEAD:.0%} "
+            f"| {measured} | {'PASS' if ok else 'MISS'} |"
+        )
+    return out, passed
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} BENCHMARK_JSON", file=sys.stderr)
+        return 2
+    data, table = load_results(argv[1])
+    if not table:
+        print(f"{argv[1]}: no benchmarks", file=sys.stderr)
+        return 1
+    lines = ["## Benchmarks", "", *header(data), *corpus_notes(table), *tables(table)]
+    notes = fsync_notes(table)
+    if notes:
+        lines += ["", *notes]
+    target_lines, _ = targets(table)
+    lines += ["", "### Targets (issue 2)", "", *target_lines]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
