@@ -38,6 +38,7 @@ test-python: build
 
 ## bench: the benchmark harness (benches/, ../shared/BENCH.md); prints the table recorded in BENCHMARKS.md
 bench: build $(VENV)/.bench-installed
+	mkdir -p bench-results
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-columns=median,iqr,rounds \
 		--benchmark-sort=name --benchmark-json=bench-results/latest.json $(BENCH_ARGS)
 	$(PY) benches/report.py bench-results/latest.json
