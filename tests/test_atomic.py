@@ -257,3 +257,48 @@ def test_interrupt_during_save_leaves_old_file(
         codec.save([{"role": "user", "content": "new"}])
     monkeypatch.undo()
     _assert_untouched(codec, before)
+
+
+MUTATOR = textwrap.dedent(
+    """
+    import sys, threading
+    from conversation_codec import ConversationCodec
+    codec = ConversationCodec(sys.argv[1], durable=False)
+    N = 40
+    messages = [{"content": "x" * 1_000_000 + str(i), "parts": ["p" * 300_000 + str(i)]} for i in range(N)]
+    stop = False
+
+    def mutate():
+        i = 0
+        while not stop:
+            m = messages[i % N]
+            m["content"] = "y" * 1_000_000 + str(i)  # frees the string the encoder may be copying
+            m["parts"][0] = "é" * 200_000 + str(i)
+            if i % 7 == 0:
+                messages[(i * 3) % N] = {"content": "z" * 500_000, "parts": ["q"]}
+            i += 1
+
+    thread = threading.Thread(target=mutate)
+    thread.start()
+    try:
+        for _ in range(10):
+            codec.save(messages)
+            loaded = codec.load()
+            assert len(loaded) == N and all(set(m) == {"content", "parts"} for m in loaded), "bad load"
+    finally:
+        stop = True
+        thread.join()
+    print("ok")
+    """
+)
+
+
+def test_messages_mutated_by_another_thread_during_save(conv_path: Path) -> None:
+    # The core releases the GIL while it copies bytes: another thread may then replace or free the strings it
+    # is reading. Each saved message is some consistent state; the process must not crash. Run in a child
+    # process so that a crash (SIGSEGV) fails this test instead of killing the test run.
+    result = subprocess.run(
+        [sys.executable, "-c", MUTATOR, str(conv_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stdout.strip() == "ok"

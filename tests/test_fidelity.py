@@ -11,6 +11,7 @@ import collections
 import enum
 import json
 import math
+import random
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -319,6 +320,32 @@ class MyDict(dict):  # type: ignore[type-arg]
 Point = collections.namedtuple("Point", ["x", "y"])
 
 
+class SortedItems(dict):  # type: ignore[type-arg]
+    """The stdlib encodes a dict subclass through its items(): so must we."""
+
+    def items(self) -> Any:
+        return sorted(super().items())
+
+
+class HiddenKeys(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        return [(k, v) for k, v in super().items() if not k.startswith("_")]
+
+
+class Role(str, enum.Enum):
+    USER = "user"
+
+
+class Weight(float, enum.Enum):
+    HALF = 0.5
+
+
+def _moved() -> OrderedDict[str, int]:
+    od = OrderedDict(a=1, b=2, c=3)
+    od.move_to_end("a")  # the linked order differs from the underlying dict's insertion order
+    return od
+
+
 @pytest.mark.parametrize(
     "x",
     [
@@ -337,11 +364,25 @@ Point = collections.namedtuple("Point", ["x", "y"])
         (1, (2, 3), []),
         Point(1, 2),
         {"p": Point(x=[Point(0, 0)], y=(None,))},
+        _moved(),
+        SortedItems(b=1, a=2),
+        HiddenKeys(a=1, _secret=2),
+        {Role.USER: Role.USER},
+        [Weight.HALF, {Weight.HALF: 1}],
     ],
     ids=lambda x: f"{type(x).__name__}-{x!r}"[:40],
 )
 def test_subclasses_and_tuples_as_the_stdlib_writes_them(conv_path: Path, x: Any) -> None:
     check(conv_path, x)
+
+
+def test_many_distinct_short_strings(conv_path: Path) -> None:
+    # The loader shares short strings (keys, roles) through a cache: distinct strings must stay distinct.
+    rng = random.Random(7)
+    alphabet = 'ab\u00e9\u4e2d\U0001f600\\"\n'
+    words = ["".join(rng.choices(alphabet, k=rng.randrange(0, 9))) for _ in range(60_000)]
+    messages = [{w: words[-i - 1], "role": w} for i, w in enumerate(words)]
+    check(conv_path, messages)
 
 
 def test_key_order_is_kept(conv_path: Path) -> None:
@@ -553,6 +594,15 @@ def test_number_text_loads_as_the_stdlib_reads_it(conv_path: Path, text: str) ->
         "1" + "0" * 400 + "e-400",
         "1e99999999999999999999",
         "1e-99999999999999999999",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-18446744073709551616",
+        "99999999999999999999",
+        "100000000000000000000",
     ],
 )
 def test_number_text_corners(conv_path: Path, text: str) -> None:
