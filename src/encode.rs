@@ -207,8 +207,17 @@ impl Failure {
             Kind::TooDeep { circular: false } => format!("nested deeper than {MAX_DEPTH} levels"),
             Kind::BadValue(err) => err.value(py).to_string(),
         };
+        // A path 1024 levels deep would make a 3 KB message: the outermost and innermost steps tell where.
+        const SHOWN: usize = 8;
+        let steps = self.path.len();
         let mut path = String::from("messages");
-        for segment in self.path.iter().rev() {
+        for (depth, segment) in self.path.iter().rev().enumerate() {
+            if steps > 3 * SHOWN && (SHOWN..steps - SHOWN).contains(&depth) {
+                if depth == SHOWN {
+                    path.push_str(&format!("...({} levels)...", steps - 2 * SHOWN));
+                }
+                continue;
+            }
             match segment {
                 Segment::Index(i) => path.push_str(&format!("[{i}]")),
                 Segment::Key(key) => path.push_str(&format!("[{}]", describe_key(key.bind(py)))),

@@ -177,14 +177,16 @@ def test_generator_with_redact(conv_path: Path) -> None:
     assert codec.load() == [{"i": i, "redacted": True} for i in range(5)]
 
 
-def test_save_creates_missing_parent_folders(tmp_path: Path, conversation: list[Any]) -> None:
+def test_save_creates_missing_parent_folders(tmp_path: Path, conversation: list[Any], umask_022: None) -> None:
     path = tmp_path / "sessions" / "users" / "user-123.jsonl"
     codec = ConversationCodec(path)
     codec.save(conversation)
     assert path.is_file()
     assert codec.load() == conversation
-    # The folder made to hold the conversation is private too.
-    assert stat.S_IMODE(os.stat(path.parent).st_mode) & 0o077 == 0
+    # Every folder made to hold the conversation is private too, not only the last one (Path.mkdir's
+    # parents=True gives the mode to the last folder alone).
+    for folder in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
 
 
 def test_new_file_mode_is_0600(conv_path: Path, conversation: list[Any], umask_022: None) -> None:

@@ -14,7 +14,6 @@ import textwrap
 import threading
 
 import pytest
-
 from conversation_codec import ConversationCodec, DecodeError, EncodeError, _core
 
 BLOCK = 4 << 20
@@ -26,7 +25,7 @@ def big_conversation(total_bytes: int = 3 * BLOCK + 12345) -> list[dict[str, obj
     size = 0
     i = 0
     while size < total_bytes:
-        content = f"turn {i}: " + ("lorem ipsum é 😀 \"quoted\"\n" * (1 + i % 300))
+        content = f"turn {i}: " + ('lorem ipsum é 😀 "quoted"\n' * (1 + i % 300))
         msg = {"role": ("user", "assistant")[i % 2], "content": content, "n": i, "score": i / 7}
         messages.append(msg)
         size += len(json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()) + 1

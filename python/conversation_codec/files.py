@@ -56,7 +56,7 @@ def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -
     its permission bits; a new one gets 0600. Missing parent folders are created (0700).
     """
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
+    _make_private_dirs(directory)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -78,6 +78,19 @@ def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -
         raise
     if durable:
         _fsync_dir(directory)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    # Path.mkdir(parents=True, mode=...) gives the mode to the last folder only; every folder we create is 0700.
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=NEW_DIR_MODE)
+        except FileExistsError:
+            pass
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
