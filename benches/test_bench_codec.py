@@ -138,13 +138,16 @@ def run(benchmark: Any, function: Callable[[], Any], name: str) -> Any:
     """Time `function` for the corpus's rounds; its last result is returned.
 
     Each round starts from a collected heap, with the previous round's result already freed (pytest-benchmark
-    would keep it alive through the next round otherwise): freeing a loaded conversation is not timed.
+    would keep it alive through the next round otherwise): freeing a loaded conversation is not timed. Dirty pages
+    of earlier rounds are flushed first (`os.sync`), so the kernel's writeback of one round does not land in the
+    next: an agent saves once per turn, not thousands of files back to back.
     """
     results: list[Any] = []
 
     def setup() -> None:
         results.clear()
         gc.collect()
+        os.sync()
 
     def timed() -> None:
         results.append(function())
