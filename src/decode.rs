@@ -17,7 +17,9 @@ use pyo3::types::PyList;
 
 use crate::encode::MAX_DEPTH;
 use crate::errors::{Error, Result};
-use crate::scan::{find_string_special, hex4, is_python_space, push_code_point, scan_number};
+use crate::scan::{
+    find_string_special, first_value, hex4, is_blank, push_code_point, scan_number, skip_ws,
+};
 
 /// The messages of JSONL `data`, one per non-blank line.
 #[pyfunction]
@@ -612,25 +614,6 @@ fn python_fail(at: usize) -> Fail {
         at,
         reason: Reason::Value(PyErr::fetch(py)),
     }
-}
-
-/// JSON's whitespace within a line (line breaks never are within one).
-#[inline]
-fn skip_ws(line: &[u8], mut at: usize) -> usize {
-    while matches!(line.get(at), Some(b' ' | b'\t')) {
-        at += 1;
-    }
-    at
-}
-
-#[inline]
-fn first_value(line: &[u8]) -> usize {
-    skip_ws(line, 0)
-}
-
-#[cold]
-fn is_blank(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok_and(|s| s.chars().all(is_python_space))
 }
 
 #[cold]

@@ -26,9 +26,10 @@ pub const MAX_DEPTH: usize = 1024;
 #[pyo3(signature = (messages, /))]
 pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
     let mut chunks = encode_chunks(messages, usize::MAX)?;
-    Ok(chunks
-        .__next__(messages.py())?
-        .unwrap_or(Encoded { data: Vec::new() }))
+    Ok(chunks.__next__(messages.py())?.unwrap_or(Encoded {
+        data: Vec::new(),
+        count: 0,
+    }))
 }
 
 /// The messages a block at a time, so that a save streams in bounded memory and can write one block while the
@@ -69,6 +70,7 @@ impl LineChunks {
             encoder.buf.reserve(self.chunk_size + self.chunk_size / 4);
         }
         let iter = self.messages.as_ptr();
+        let first = self.index;
         while encoder.buf.len() < self.chunk_size {
             // SAFETY: the GIL is held (`py`); `iter` is the iterator we own; items are new references.
             let item = unsafe { ffi::PyIter_Next(iter) };
@@ -90,7 +92,10 @@ impl LineChunks {
         if encoder.buf.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Encoded { data: encoder.buf }))
+        Ok(Some(Encoded {
+            data: encoder.buf,
+            count: self.index - first,
+        }))
     }
 }
 
@@ -100,6 +105,9 @@ impl LineChunks {
 #[pyclass(module = "conversation_codec._core", frozen)]
 pub struct Encoded {
     data: Vec<u8>,
+    /// The number of messages (lines) in it.
+    #[pyo3(get)]
+    count: usize,
 }
 
 #[pymethods]

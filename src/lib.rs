@@ -6,6 +6,8 @@ use pyo3::prelude::*;
 mod decode;
 mod encode;
 mod errors;
+mod frames;
+mod index;
 mod scan;
 
 #[pymodule]
@@ -17,5 +19,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode::encode_lines, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_lines, m)?)?;
     m.add_class::<decode::LineDecoder>()?;
+    m.add_function(wrap_pyfunction!(frames::scan_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(index::crc32, m)?)?;
+    m.add_function(wrap_pyfunction!(index::index_header, m)?)?;
+    m.add_function(wrap_pyfunction!(index::parse_index_header, m)?)?;
+    m.add_function(wrap_pyfunction!(index::pack_records, m)?)?;
+    m.add_function(wrap_pyfunction!(index::unpack_records, m)?)?;
     Ok(())
 }

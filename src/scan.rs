@@ -209,6 +209,36 @@ pub fn push_escaped_ascii(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// JSON's whitespace within a line (line breaks never are within one).
+#[inline]
+pub fn skip_ws(line: &[u8], mut at: usize) -> usize {
+    while matches!(line.get(at), Some(b' ' | b'\t')) {
+        at += 1;
+    }
+    at
+}
+
+#[inline]
+pub fn first_value(line: &[u8]) -> usize {
+    skip_ws(line, 0)
+}
+
+/// A line made only of whitespace of a kind JSON does not know (form feed, NBSP...): the original's
+/// `if line.strip()` skipped such lines, so they are not messages.
+#[cold]
+pub fn is_blank(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok_and(|s| s.chars().all(is_python_space))
+}
+
+/// Whether a line (without its line break) holds a message: the one rule shared by the decoder and the
+/// frame scanner, so that counting and loading agree.
+#[inline]
+pub fn is_message_line(line: &[u8]) -> bool {
+    first_value(line) != line.len()
+        && !(matches!(line[first_value(line)], 0x0B | 0x0C | 0x1C..=0x1F | 0xC2..=0xE3)
+            && is_blank(line))
+}
+
 /// Whether `c` is one of the characters Python's `str.isspace()` accepts (the original loader skipped lines
 /// made only of them).
 pub fn is_python_space(c: char) -> bool {

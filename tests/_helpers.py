@@ -68,8 +68,9 @@ def nested_dicts(depth: int) -> dict[str, Any]:
 
 
 def folder_listing(path: Path) -> list[str]:
-    """Every entry of the folder holding `path`: shows a leftover temporary file."""
-    return sorted(os.listdir(path.parent))
+    """Every entry of the folder holding `path`, but the conversation's index (`<name>.idx`, a cache that a save
+    of more than one frame writes): shows a leftover temporary file."""
+    return sorted(name for name in os.listdir(path.parent) if name != path.name + ".idx")
 
 
 # ---------------------------------------------------------------------------- hypothesis strategies

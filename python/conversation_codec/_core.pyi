@@ -3,6 +3,8 @@
 from collections.abc import Iterable, Iterator
 from typing import Any, final
 
+from typing_extensions import Buffer
+
 __all__ = ["Encoded", "LineChunks", "LineDecoder", "__version__", "decode_lines", "encode_chunks", "encode_lines"]
 
 __version__: str
@@ -14,6 +16,9 @@ class Encoded:
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
     def __len__(self) -> int: ...
+    @property
+    def count(self) -> int:
+        """The number of messages (lines) in it."""
 
 def encode_lines(messages: Iterable[Any], /) -> Encoded:
     """One compact JSON document per message, each followed by a newline, as UTF-8.
@@ -29,6 +34,16 @@ class LineChunks(Iterator[Encoded]):
     def __iter__(self) -> LineChunks: ...
     def __next__(self) -> Encoded: ...
 
+def scan_plain(data: bytes, /, *, base: int = 0, target: int = 131072) -> list[tuple[int, int, int, int]]:
+    """Plain JSONL cut into frames of whole lines of about `target` bytes: (offset, length, count, crc32)."""
+
+def crc32(data: Buffer, /) -> int: ...
+def index_header(identity: int, /) -> bytes: ...
+def parse_index_header(data: bytes, /) -> int | None: ...
+def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes: ...
+def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:
+    """(offset, length, count, before, crc32) per record; ValueError for damaged or inconsecutive records."""
+
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.
 
@@ -40,6 +55,6 @@ class LineDecoder:
     """JSONL fed in pieces of any size; each `feed` returns the messages of the lines it completed."""
 
     def __new__(cls, *, source: str = "<bytes>", first_line: int = 1) -> LineDecoder: ...
-    def feed(self, data: bytes | bytearray | memoryview, /) -> list[Any]: ...
+    def feed(self, data: Buffer, /) -> list[Any]: ...
     def finish(self) -> list[Any]:
         """The message of a last line that had no line break after it."""

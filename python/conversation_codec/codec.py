@@ -1,34 +1,40 @@
 """ConversationCodec: a conversation (a list of JSON messages) kept in one local file.
 
 The whole data flow is here, one step per line, one direction:
-    save: redact -> encode (Rust) -> encrypt -> write atomically
-    load: read -> decrypt -> decode (Rust)
-The Rust core (`_core`) only turns Python objects into JSONL bytes and back; it knows nothing of files or keys.
+    save:         redact -> encode blocks (Rust) -> seal each block (encrypt) -> write atomically -> index
+    append_turn:  redact -> encode (Rust) -> seal -> lock, mend a torn end, append -> index record
+    load, iter:   read -> split into frames -> open each (decrypt) -> decode (Rust)
+The Rust core turns Python objects into JSONL bytes and back, and scans frames; it knows nothing of files or keys.
+The index (index.py) is a cache that makes len() and load(last=n) independent of the conversation's length.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from . import _core, crypto, files
-from .errors import DecryptionError
+from . import _core, crypto, files, frames, index
+from .errors import DecodeError, DecryptionError
 
 __all__ = ["ConversationCodec", "Message", "Redactor"]
 
 Message = Any
 Redactor = Callable[[Message], Message]
 
+_HEAD = 64  # bytes read to tell a file's kind
+_BACK = 64 << 10  # bytes read at a time when looking back for the last line break
+
 
 class ConversationCodec:
-    """Saves and loads one conversation at `path`.
+    """Saves, appends to and loads one conversation at `path`.
 
-    `redact`, if given, is called once per message by `save()`; the file holds only what it returns.
-    `fernet_key` (a key from `Fernet.generate_key()`, or a `Fernet`/`MultiFernet`) encrypts the file; it needs
-    the optional `cryptography` package. `durable=False` skips the fsyncs: still atomic, but a power cut may
-    lose the last save.
+    `redact`, if given, is called once per message by `save()` and `append_turn()`; the file holds only what it
+    returns. `fernet_key` (a key from `Fernet.generate_key()`, or a `Fernet`/`MultiFernet`) encrypts the file; it
+    needs the optional `cryptography` package. `durable=False` skips the fsyncs: still atomic, but a power cut may
+    lose the last write.
     """
 
     def __init__(
@@ -42,25 +48,108 @@ class ConversationCodec:
         self.path = Path(path)
         self.redact = redact
         self.durable = durable
-        self._cipher = None if fernet_key is None else crypto.make_cipher(fernet_key)
+        self._framing = frames.Framing(None if fernet_key is None else crypto.make_cipher(fernet_key))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, encrypted={self._cipher is not None})"
+        return f"{type(self).__name__}({str(self.path)!r}, encrypted={self._framing.cipher is not None})"
+
+    # ---- writing ------------------------------------------------------------------------------------------
 
     def save(self, messages: Iterable[Message]) -> None:
-        """Replace the stored conversation with `messages`. Nothing is written if any message fails to encode."""
+        """Replace the stored conversation with `messages` (any iterable, streamed to disk in bounded memory).
+
+        Nothing changes if any message fails to encode.
+        """
         if self.redact is not None:
             messages = map(self.redact, messages)
-        chunks: Iterable[files.Chunk]
-        if self._cipher is None:
-            chunks = map(memoryview, _core.encode_chunks(messages))  # streamed: bounded memory
-        else:
-            # The original's format: one Fernet token of the whole JSONL (Fernet takes only `bytes`).
-            chunks = [self._cipher.encrypt(bytes(_core.encode_lines(messages))) + b"\n"]
-        files.write_atomic(self.path, chunks, durable=self.durable)
+        records: list[index.Record] = []
 
-    def load(self) -> list[Message]:
-        """The stored conversation; [] when the file is missing or empty."""
+        def stored() -> Iterator[frames.Stored]:
+            offset = before = 0
+            for block in _core.encode_chunks(messages, chunk_size=frames.FRAME_BYTES):
+                frame = self._framing.seal(block)
+                records.append((offset, len(frame), block.count, before, _core.crc32(frame)))
+                offset += len(frame)
+                before += block.count
+                yield frame
+            if offset == 0 and self._framing.cipher is not None:
+                # Even an empty conversation is a token: the file stays an encrypted one (no plain append can
+                # join it), and says nothing in the clear.
+                frame = self._framing.seal(b"")
+                records.append((0, len(frame), 0, 0, _core.crc32(frame)))
+                yield frame
+
+        files.write_atomic(self.path, stored(), durable=self.durable)
+        if len(records) > 1:
+            index.write(self.path, os.stat(self.path).st_ino, records)
+        else:
+            index.remove(self.path)  # one frame is read whole anyway
+
+    def append_turn(self, turn: Message | list[Message]) -> None:
+        """Add one message, or a list of messages written together (all or none), without rewriting the file.
+
+        A list is always a list of messages: to append one message that is itself a JSON array, pass `[array]`.
+        """
+        messages = turn if isinstance(turn, list) else [turn]
+        if not messages:
+            return
+        if self.redact is not None:
+            messages = [self.redact(m) for m in messages]
+        frame = self._framing.seal(_core.encode_lines(messages))
+        crc = _core.crc32(frame)
+        with files.locked(self.path, create=True) as fd:
+            assert fd is not None
+            size = os.fstat(fd).st_size
+            kind = frames.kind_of(os.pread(fd, _HEAD, 0)) if size else None
+            self._framing.check(kind, str(self.path), writing=True)
+            size = self._mend_end(fd, size)
+            identity = os.fstat(fd).st_ino
+            before = 0 if size == 0 else self._indexed_count(fd, identity, size, repair=True)
+            files.write_all(fd, frame)
+            if self.durable:
+                os.fsync(fd)
+            record = (size, len(frame), len(messages), before or 0, crc)
+            if size == 0:
+                index.write(self.path, identity, [record])
+            elif before is not None:
+                index.append(self.path, record)
+            else:
+                self._rebuild_index(fd, identity)
+
+    def _mend_end(self, fd: int, size: int) -> int:
+        """Make the file end with a whole frame before appending; return its size after.
+
+        A last line without its line break is either written by hand (it is kept, and the break added) or an
+        append cut short by a crash (it is moved to a side file `<name>.torn-<offset>`, so nothing is lost, and
+        cut from the conversation).
+        """
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        cut = _after_last_newline(fd, size)
+        tail = os.pread(fd, size - cut, cut)
+        if self._frame_is_whole(tail):
+            files.write_all(fd, b"\n")
+            return size + 1
+        side = self.path.with_name(f"{self.path.name}.torn-{cut}")
+        files.write_atomic(side, [tail], durable=self.durable, lock=False)
+        os.ftruncate(fd, cut)
+        return cut
+
+    def _frame_is_whole(self, stored: bytes) -> bool:
+        try:
+            _core.decode_lines(self._framing.open(stored, str(self.path)))
+        except (DecodeError, DecryptionError):
+            return False
+        return True
+
+    # ---- reading ------------------------------------------------------------------------------------------
+
+    def load(self, last: int | None = None) -> list[Message]:
+        """The stored conversation, or its last `last` messages; [] when the file is missing or empty."""
+        if last is not None:
+            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+                raise ValueError(f"last must be a non-negative int or None, not {last!r}")
+            return self._tail(last) if last else []
         chunks = files.read_chunks(self.path)
         try:
             first = next(chunks, None)
@@ -68,18 +157,213 @@ class ConversationCodec:
             return []
         if first is None:
             return []
+        if frames.kind_of(first) == frames.PLAIN:
+            # The fast path: the whole file through one decoder, a block at a time.
+            decoder = _core.LineDecoder(source=str(self.path))
+            messages = decoder.feed(first)
+            for chunk in chunks:
+                messages += decoder.feed(chunk)
+            messages += decoder.finish()
+            return messages
+        chunks.close()
+        with _open(self.path) as f:  # encrypted: read in one go (half the time of joining blocks), then frames
+            if f is None:
+                return []
+            size, _, kind = _snapshot(f)
+            if kind is None:
+                return []
+            self._framing.check(kind, str(self.path), writing=False)
+            return self._decode_stretch(kind, os.pread(f.fileno(), size, 0), 0)
+
+    def __len__(self) -> int:
+        """The number of messages: read from the index, without reading the conversation."""
+        with _open(self.path) as f:
+            if f is None:
+                return 0
+            size, identity, kind = _snapshot(f)
+            if kind is None:
+                return 0
+            self._framing.check(kind, str(self.path), writing=False)
+            count = self._indexed_count(f.fileno(), identity, size, repair=False)
+            if count is None:
+                count = sum(r[2] for r in self._rebuild_index(f.fileno(), identity, size))
+            return count
+
+    def __iter__(self) -> Iterator[Message]:
+        return self.iter()
+
+    def iter(self) -> Iterator[Message]:
+        """The messages one at a time, reading the file a block at a time: memory is bounded by one frame."""
         source = str(self.path)
-        if crypto.looks_encrypted(first):
-            if self._cipher is None:
-                raise DecryptionError(f"{source}: the file is encrypted; pass fernet_key= to read it")
-            # One token of the whole file: read it in one go (half the time of joining the blocks). Fernet's
-            # base64 decoding skips the trailing newline, so the token needs no strip (a copy of 1.3x the text).
-            chunks.close()
-            token = self.path.read_bytes()
-            return _core.decode_lines(crypto.decrypt(self._cipher, token, source), source=source)
-        decoder = _core.LineDecoder(source=source)
-        messages = decoder.feed(first)
-        for chunk in chunks:
-            messages += decoder.feed(chunk)
-        messages += decoder.finish()
+        chunks = files.read_chunks(self.path)
+        try:
+            first = next(chunks, None)
+        except FileNotFoundError:
+            return
+        if first is None:
+            return
+        kind = frames.kind_of(first)
+        self._framing.check(kind, source, writing=False)
+        if kind != frames.FERNET:
+            decoder = _core.LineDecoder(source=source)
+            yield from decoder.feed(first)
+            for chunk in chunks:
+                yield from decoder.feed(chunk)
+            yield from decoder.finish()
+            return
+        parts: list[bytes] = []  # of a token line not yet ended (the original's single token spans all blocks)
+        offset = 0
+        for block in itertools.chain([first], chunks):
+            data = bytes(block)
+            start = 0
+            while (newline := data.find(b"\n", start)) >= 0:
+                parts.append(data[start:newline])
+                token = b"".join(parts)
+                parts = []
+                yield from self._open_frame(token, offset)
+                offset += len(token) + 1
+                start = newline + 1
+            parts.append(data[start:])
+        yield from self._open_frame(b"".join(parts), offset)
+
+    def _open_frame(self, stored: bytes, offset: int) -> list[Message]:
+        """The messages of one stored frame at `offset` in the file."""
+        if not stored.strip():
+            return []
+        source = f"{self.path} (frame at byte {offset})"
+        return _core.decode_lines(self._framing.open(stored, source), source=source)
+
+    def _tail(self, last: int) -> list[Message]:
+        with _open(self.path) as f:
+            if f is None:
+                return []
+            size, identity, kind = _snapshot(f)
+            if kind is None:
+                return []
+            self._framing.check(kind, str(self.path), writing=False)
+            fd = f.fileno()
+            records = index.read_tail(self.path, identity, size, last)
+            if records is not None:
+                start = records[0][0]
+                data = os.pread(fd, size - start, start)
+                if _frames_match(data, start, records):
+                    messages = self._decode_stretch(kind, data, start)
+                    return messages[-last:]
+            records = self._rebuild_index(fd, identity, size)
+            start = _start_of_last(records, last)
+            return self._decode_stretch(kind, os.pread(fd, size - start, start), start)[-last:]
+
+    def _decode_stretch(self, kind: str, data: bytes, start: int) -> list[Message]:
+        """The messages of the whole frames in `data`, which starts at offset `start`."""
+        if kind != frames.FERNET:
+            source = f"{self.path} (from byte {start})" if start else str(self.path)
+            return _core.decode_lines(data, source=source)
+        messages: list[Message] = []
+        for offset, length, _ in frames.split(kind, data, start):
+            messages += self._open_frame(data[offset - start : offset - start + length], offset)
         return messages
+
+    # ---- the index ----------------------------------------------------------------------------------------
+
+    def _indexed_count(self, fd: int, identity: int, size: int, *, repair: bool) -> int | None:
+        """The number of messages in the first `size` bytes, from the index; None if it cannot be trusted.
+
+        Frames past the index's end (written by a process that died before adding their records, or by another
+        program) are counted, and with `repair` their records are added.
+        """
+        records = index.read_tail(self.path, identity, size, 0)
+        if records is None:
+            return None
+        last = records[-1]
+        if _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
+            return None
+        count = index.after(last)
+        if index.end(last) < size:
+            kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
+            extra = self._records_of(
+                kind, os.pread(fd, size - index.end(last), index.end(last)), index.end(last), count
+            )
+            count = index.after(extra[-1]) if extra else count
+            if repair:
+                for record in extra:
+                    index.append(self.path, record)
+        return count
+
+    def _rebuild_index(self, fd: int, identity: int, size: int | None = None) -> list[index.Record]:
+        """Records for the whole data file, from its bytes; written as the new index when there is more than one
+        frame."""
+        if size is None:
+            size = os.fstat(fd).st_size
+        kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
+        records = self._records_of(kind, os.pread(fd, size, 0), 0, 0)
+        if len(records) > 1:
+            index.write(self.path, identity, records)
+        return records
+
+    def _records_of(self, kind: str, data: bytes, base: int, before: int) -> list[index.Record]:
+        """Index records for the stored frames in `data`, which starts at offset `base` of the data file, after
+        `before` messages."""
+        records: list[index.Record] = []
+        for offset, length, count in frames.split(kind, data, base):
+            stored = data[offset - base : offset - base + length]
+            if count < 0:  # an encrypted frame: its messages are counted once decrypted
+                plain = self._framing.open(stored, f"{self.path} (frame at byte {offset})")
+                count = sum(c for _, _, c, _ in _core.scan_plain(plain))
+            records.append((offset, length, count, before, _core.crc32(stored)))
+            before += count
+        return records
+
+
+def _frames_match(data: bytes, start: int, records: list[index.Record]) -> bool:
+    """Whether the stored frames in `data` (from offset `start`) have the CRCs their records say."""
+    view = memoryview(data)
+    return all(_core.crc32(view[o - start : o - start + n]) == crc for o, n, _, _, crc in records)
+
+
+def _start_of_last(records: list[index.Record], last: int) -> int:
+    """The offset of the frame holding the `last`-th message from the end (0 without records)."""
+    if not records:
+        return 0
+    first_needed = index.after(records[-1]) - last
+    for record in records:
+        if index.after(record) > first_needed:
+            return record[0]
+    return records[-1][0]
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just past the last line break in the file's first `size` bytes (0 if none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _BACK)
+        i = os.pread(fd, end - start, start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+class _open:
+    """The data file opened for reading, or None when it does not exist (a context manager)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO | None:
+        try:
+            self.file = open(self.path, "rb")
+        except FileNotFoundError:
+            return None
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _snapshot(f: BinaryIO) -> tuple[int, int, str | None]:
+    """The size, identity and kind of the open data file, read while no append is half done."""
+    size, identity = files.stable_size(f.fileno())
+    kind = frames.kind_of(os.pread(f.fileno(), _HEAD, 0)) if size else None
+    return size, identity, kind

@@ -8,6 +8,10 @@ mix or an empty file. Concurrent writers each use their own temporary file; the 
 The bytes come as chunks. When there is more than one, a writer thread writes (and, for a durable save,
 flushes to disk) each chunk while the caller produces the next: `os.write` and `os.fdatasync` release the GIL,
 so the encoding and the disk work overlap and memory stays bounded by a few chunks.
+
+Writers serialise on an exclusive `flock` of the data file (a save holds it on the file it replaces; an append
+re-checks, once it holds it, that the path still names the file it locked). Readers take a shared lock, so they
+never see an append half written. Where `fcntl` is missing (Windows) there is no locking.
 """
 
 from __future__ import annotations
@@ -17,25 +21,36 @@ import queue
 import secrets
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-__all__ = ["Chunk", "read_chunks", "write_atomic"]
+if TYPE_CHECKING:
+    from . import _core
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Chunk", "locked", "make_private_dirs", "read_chunks", "stable_size", "write_all", "write_atomic"]
 
 # Conversations hold personal data: new files and folders are private to their owner.
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
-Chunk = Union[bytes, memoryview]
+Chunk = Union[bytes, memoryview, "_core.Encoded"]
 # A durable save flushes what it has written every this many bytes, in the writer thread, so that the last
 # fsync, which the caller waits for, has little left to do.
 _FLUSH_EVERY = 32 << 20
 _QUEUED_CHUNKS = 2
+# Small chunks (frames) are handed to the writer in groups of this many bytes, written with one writev.
+_GROUP_BYTES = 4 << 20
 _READ_CHUNK = 4 << 20
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Iterator[memoryview]:
+def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Generator[memoryview, None, None]:
     """The file's bytes, a block at a time, read into one reused buffer.
 
     Each block is valid until the next is asked for. Reading into the same memory spares a large load the page
@@ -43,20 +58,31 @@ def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Iterator[memoryvie
     not exist.
     """
     with open(path, "rb", buffering=0) as f:
-        buffer = bytearray(chunk_size)
+        left, _ = stable_size(f.fileno())
+        buffer = bytearray(min(chunk_size, left))
         view = memoryview(buffer)
-        while n := f.readinto(buffer):
+        while left and (n := f.readinto(view[: min(len(buffer), left)])):
+            left -= n
             yield view[:n]
 
 
-def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -> None:
+def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True, lock: bool = True) -> None:
     """Replace `path` with the concatenated `chunks`, atomically; with `durable`, surviving a machine crash.
 
     If `chunks` raises (a message that cannot be encoded), the file is left as it was. An existing file keeps
     its permission bits; a new one gets 0600. Missing parent folders are created (0700).
     """
     directory = path.parent
-    _make_private_dirs(directory)
+    make_private_dirs(directory)
+    if lock:
+        with locked(path, create=False):  # appenders wait, then find the new file
+            _replace(path, chunks, durable)
+    else:
+        _replace(path, chunks, durable)
+
+
+def _replace(path: Path, chunks: Iterable[Chunk], durable: bool) -> None:
+    directory = path.parent
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -80,52 +106,115 @@ def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -
         _fsync_dir(directory)
 
 
-def _make_private_dirs(directory: Path) -> None:
+def make_private_dirs(directory: Path) -> None:
     # Path.mkdir(parents=True, mode=...) gives the mode to the last folder only; every folder we create is 0700.
     missing = []
     while not directory.is_dir():
         missing.append(directory)
         directory = directory.parent
     for folder in reversed(missing):
-        try:
+        with suppress(FileExistsError):
             folder.mkdir(mode=NEW_DIR_MODE)
-        except FileExistsError:
-            pass
+
+
+@contextmanager
+def locked(path: Path, *, create: bool) -> Iterator[int | None]:
+    """A descriptor of the data file (read/write, appending) under an exclusive lock; None if it does not exist
+    and `create` is false. If the file was replaced while we waited for the lock, the new one is locked instead.
+    """
+    flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if create:
+        make_private_dirs(path.parent)
+        flags |= os.O_CREAT
+    while True:
+        try:
+            fd = os.open(path, flags, NEW_FILE_MODE)
+        except FileNotFoundError:
+            if create:
+                raise
+            yield None
+            return
+        try:
+            _lock(fd, shared=False)
+            if fcntl is None or os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass  # replaced or removed while we waited: try the path again
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def stable_size(fd: int) -> tuple[int, int]:
+    """The size and identity (inode) of an open file, taken between two appends, never in the middle of one:
+    reading no further than this size, a reader sees whole frames even while others append."""
+    _lock(fd, shared=True)
+    try:
+        st = os.fstat(fd)
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    return st.st_size, st.st_ino
+
+
+def _lock(fd: int, *, shared: bool) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+
+
+def _grouped(chunks: Iterator[Chunk]) -> Iterator[list[Chunk]]:
+    group: list[Chunk] = []
+    size = 0
+    for chunk in chunks:
+        group.append(chunk)
+        size += len(chunk)
+        if size >= _GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
-    first = next(chunks, None)
+    groups = _grouped(chunks)
+    first = next(groups, None)
     if first is None:
         return
-    second = next(chunks, None)
-    if second is None:  # one chunk, the usual small save: no thread to start
-        _write_all(fd, first)
+    second = next(groups, None)
+    if second is None:  # one group, the usual small save: no thread to start
+        write_all(fd, *first)
         return
     writer = _Writer(fd, durable)
     try:
         writer.put(first)
         writer.put(second)
-        for chunk in chunks:
-            writer.put(chunk)
+        for group in groups:
+            writer.put(group)
     finally:
         writer.close()
 
 
 class _Writer:
-    """A thread that writes queued chunks to `fd` in order. Its first error is raised by `put` or `close`."""
+    """A thread that writes queued groups of chunks to `fd` in order. Its first error is raised by `put` or
+    `close`."""
 
     def __init__(self, fd: int, durable: bool) -> None:
         self._fd = fd
         self._durable = durable
-        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+        self._queue: queue.Queue[list[Chunk] | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="conversation-codec-writer", daemon=True)
         self._thread.start()
 
-    def put(self, chunk: Chunk) -> None:
+    def put(self, group: list[Chunk]) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        self._queue.put(group)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -135,12 +224,12 @@ class _Writer:
 
     def _run(self) -> None:
         unflushed = 0
-        while (chunk := self._queue.get()) is not None:
+        while (group := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # keep draining, so that `put` never blocks on a dead writer
             try:
-                _write_all(self._fd, chunk)
-                unflushed += len(chunk)
+                write_all(self._fd, *group)
+                unflushed += sum(map(len, group))
                 if self._durable and unflushed >= _FLUSH_EVERY:
                     _fdatasync(self._fd)
                     unflushed = 0
@@ -148,11 +237,19 @@ class _Writer:
                 self._error = exc
 
 
-def _write_all(fd: int, data: Chunk) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def write_all(fd: int, *chunks: Chunk) -> None:
+    """Writes every chunk, in order, with as few system calls as the OS allows (writev)."""
+    views = [memoryview(c).cast("B") for c in chunks if len(c)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX]) if len(views) > 1 and _HAS_WRITEV else os.write(fd, views[0])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+
+
+_IOV_MAX = 512
+_HAS_WRITEV = hasattr(os, "writev")
 
 
 def _fdatasync(fd: int) -> None:

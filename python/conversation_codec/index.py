@@ -1,0 +1,104 @@
+"""The index file (docs/FORMAT.md, section 2): where each frame of a data file starts and how many messages it
+holds, so that the count and the last messages of a long conversation are found without reading all of it.
+
+It is a cache and only a cache. `read_tail` returns records only from an index written for this very data file
+(same identity) whose records are intact and follow on from each other; the caller then checks the CRC of every
+frame it reads against its record. Anything that does not hold, and the index is rebuilt from the data.
+Records are (offset, stored length, messages, messages before, CRC-32 of the stored frame).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from . import _core, files
+
+__all__ = ["Record", "append", "path_for", "read_tail", "remove", "write"]
+
+Record = tuple[int, int, int, int, int]
+HEADER = 32
+RECORD = 32
+SUFFIX = ".idx"
+
+
+def path_for(data_path: Path) -> Path:
+    return data_path.with_name(data_path.name + SUFFIX)
+
+
+def end(record: Record) -> int:
+    return record[0] + record[1]
+
+
+def after(record: Record) -> int:
+    """The number of messages up to the end of the record's frame."""
+    return record[3] + record[2]
+
+
+def read_tail(data_path: Path, identity: int, data_size: int, messages: int) -> list[Record] | None:
+    """The last records of the index, enough of them to hold the last `messages` messages (and at least one).
+
+    None when there is no index for this data file (missing, written for another file, damaged, or pointing past
+    its end).
+    """
+    try:
+        with open(path_for(data_path), "rb") as f:
+            records = _read_records(f, identity, messages)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if records is None or end(records[-1]) > data_size:
+        return None
+    # Only the frames needed: drop the older ones that the last `messages` messages do not reach.
+    first_needed = after(records[-1]) - messages
+    while len(records) > 1 and after(records[0]) <= first_needed:
+        records.pop(0)
+    return records
+
+
+def _read_records(f: BinaryIO, identity: int, messages: int) -> list[Record] | None:
+    """Records from the end of the open index, back until they hold `messages` messages."""
+    size = os.fstat(f.fileno()).st_size
+    if size < HEADER + RECORD or (size - HEADER) % RECORD:
+        return None
+    if _core.parse_index_header(f.read(HEADER)) != identity:
+        return None
+    records: list[Record] = []
+    high = low = (size - HEADER) // RECORD
+    step = 8
+    while high > 0:
+        low = max(0, high - step)
+        f.seek(HEADER + low * RECORD)
+        try:
+            block = _core.unpack_records(f.read((high - low) * RECORD))
+        except ValueError:
+            return None
+        if records and (end(block[-1]) != records[0][0] or after(block[-1]) != records[0][3]):
+            return None
+        records = block + records
+        if after(records[-1]) - records[0][3] >= messages:
+            break
+        high = low
+        step *= 8
+    if low == 0 and (records[0][0], records[0][3]) != (0, 0):
+        return None
+    return records
+
+
+def write(data_path: Path, identity: int, records: list[Record]) -> None:
+    """A new index for the data file, replacing any other (atomic, not flushed to disk: it is a cache)."""
+    payload = _core.index_header(identity) + _core.pack_records(records)
+    files.write_atomic(path_for(data_path), [payload], durable=False, lock=False)
+
+
+def append(data_path: Path, record: Record) -> None:
+    """One record more, at the end of an index the caller has just checked."""
+    fd = os.open(path_for(data_path), os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+    try:
+        files.write_all(fd, _core.pack_records([record]))
+    finally:
+        os.close(fd)
+
+
+def remove(data_path: Path) -> None:
+    path_for(data_path).unlink(missing_ok=True)
