@@ -57,13 +57,13 @@ class Framing:
         """Refuse a data file of another kind than this codec's options."""
         if kind is None or kind == self.kind:
             return
-        if kind == FERNET and self.cipher is None:
-            raise DecryptionError(f"{source}: the file is encrypted; pass fernet_key= to read it")
         if writing:
             raise FormatMismatchError(
                 f"{source}: the file is {kind}, but this codec writes {self.kind}: "
                 "open it with the options it was written with"
             )
+        if kind == FERNET and self.cipher is None:
+            raise DecryptionError(f"{source}: the file is encrypted; pass fernet_key= to read it")
 
 
 def split(kind: str, data: bytes, base: int) -> list[Frame]:
