@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from conversation_codec import ConversationCodec, DecodeError, EncodeError, FormatMismatchError
@@ -288,7 +288,7 @@ small_messages = st.one_of(
 class ConversationModel(RuleBasedStateMachine):
     """A list in memory against the file: saves, appends, tail loads, len and iter, in one format."""
 
-    options: dict[str, Any] = {}
+    options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -350,11 +350,11 @@ class ConversationModel(RuleBasedStateMachine):
 
 
 class PlainModel(ConversationModel):
-    options: dict[str, Any] = {}
+    options: ClassVar[dict[str, Any]] = {}
 
 
 class FernetModel(ConversationModel):
-    options: dict[str, Any] = {"fernet_key": KEY}
+    options: ClassVar[dict[str, Any]] = {"fernet_key": KEY}
 
 
 model_settings = settings(
