@@ -7,6 +7,7 @@ mod decode;
 mod encode;
 mod errors;
 mod frames;
+mod gzip;
 mod index;
 mod scan;
 
@@ -20,6 +21,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode::decode_lines, m)?)?;
     m.add_class::<decode::LineDecoder>()?;
     m.add_function(wrap_pyfunction!(frames::scan_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(gzip::gzip_member, m)?)?;
+    m.add_function(wrap_pyfunction!(gzip::gzip_members, m)?)?;
+    m.add_function(wrap_pyfunction!(gzip::scan_gzip, m)?)?;
+    m.add_function(wrap_pyfunction!(gzip::gunzip, m)?)?;
     m.add_function(wrap_pyfunction!(index::crc32, m)?)?;
     m.add_function(wrap_pyfunction!(index::index_header, m)?)?;
     m.add_function(wrap_pyfunction!(index::parse_index_header, m)?)?;
