@@ -204,20 +204,83 @@ def targets(table: Table) -> tuple[list[str], bool]:
     return out, passed
 
 
+# Issue 3's targets on the long-conversation benches (test_bench_long.py).
+APPEND_MAX_SECONDS = 50e-6
+APPEND_MAX_GROWTH = 1.5
+TAIL_MAX_SECONDS = 5e-3
+ITER_MAX_GROWTH_MIB = 64
+
+
+def split_long(table: Table) -> tuple[Table, Table]:
+    """The long-conversation benches apart from the throughput ones."""
+    long = {key: row for key, row in table.items() if any(i.get("section") == "long" for i in row.values())}
+    return {key: row for key, row in table.items() if key not in long}, long
+
+
+def long_tables(long: Table) -> tuple[list[str], list[str]]:
+    out = [
+        "| op | format | median | IQR | rounds | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (_, op), row in sorted(long.items()):
+        for fmt, i in sorted(row.items()):
+            note = ""
+            if "peak_growth_mib" in i:
+                note = f"peak memory growth {i['peak_growth_mib']:.1f} MiB; {i['bytes'] / 1e9:.2f} GB"
+            out.append(
+                f"| {op} | {fmt} | {i['median'] * 1e6:,.1f} us | {i['iqr'] * 1e6:,.1f} us | {i['rounds']} | {note} |"
+            )
+    goals = ["| target | measured | result |", "|---|---|---|"]
+    for fmt in sorted({f for row in long.values() for f in row}):
+        small = long.get(("scale", "append@10"), {}).get(fmt)
+        big = long.get(("scale", "append@1M"), {}).get(fmt)
+        if small and big:
+            ok = small["median"] <= APPEND_MAX_SECONDS
+            goals.append(
+                f"| {fmt}: `append_turn` median <= 50 us | {small['median'] * 1e6:.1f} us | {_verdict(1, ok)} |"
+            )
+            growth = big["median"] / small["median"]
+            goals.append(
+                f"| {fmt}: append median at 1M <= 1.5x at 10 | {growth:.2f}x | "
+                f"{_verdict(1, growth <= APPEND_MAX_GROWTH)} |"
+            )
+        for op, label in (("tail20", "`load(last=20)`"), ("len", "`len()`")):
+            i = long.get(("scale", op), {}).get(fmt)
+            if i:
+                goals.append(
+                    f"| {fmt}: {label} on 1M messages <= 5 ms | {i['median'] * 1e3:.2f} ms | "
+                    f"{_verdict(1, i['median'] <= TAIL_MAX_SECONDS)} |"
+                )
+    i = long.get(("scale", "iter-1GB"), {}).get("plain")
+    if i:
+        goals.append(
+            f"| iterating a 1 GB plain file: peak memory growth <= 64 MiB | {i['peak_growth_mib']:.1f} MiB | "
+            f"{_verdict(1, i['peak_growth_mib'] <= ITER_MAX_GROWTH_MIB)} |"
+        )
+    return out, goals
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} BENCHMARK_JSON", file=sys.stderr)
         return 2
     data, table = load_results(argv[1])
-    if not table:
+    table, long = split_long(table)
+    if not table and not long:
         print(f"{argv[1]}: no benchmarks", file=sys.stderr)
         return 1
-    lines = ["## Benchmarks", "", *header(data), *corpus_notes(table), *tables(table)]
-    notes = fsync_notes(table) + fernet_notes(table)
-    if notes:
-        lines += ["", *notes]
-    target_lines, _ = targets(table)
-    lines += ["", "### Targets (issue 2)", "", *target_lines]
+    lines = ["## Benchmarks", "", *header(data)]
+    if table:
+        lines += [*corpus_notes(table), *tables(table)]
+        notes = fsync_notes(table) + fernet_notes(table)
+        if notes:
+            lines += ["", *notes]
+        target_lines, _ = targets(table)
+        lines += ["", "### Targets (issue 2)", "", *target_lines]
+    if long:
+        long_lines, goals = long_tables(long)
+        lines += ["", "### Long conversations (issue 3; scale corpus, 1,000,000 messages)", "", *long_lines]
+        lines += ["", "### Targets (issue 3)", "", *goals]
     print("\n".join(lines))
     return 0
 

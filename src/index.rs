@@ -105,6 +105,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 // ---- Python functions ------------------------------------------------------------------------------------------
 
+/// A record as Python sees it: (offset, length, count, before, crc).
+type RecordTuple = (u64, u32, u32, u64, u32);
+
 /// CRC-32 (as gzip's) of a bytes-like object.
 #[pyfunction]
 #[pyo3(signature = (data, /))]
