@@ -140,10 +140,7 @@ pub fn parse_index_header(data: &[u8]) -> Option<u64> {
 /// One index record per `(offset, length, count, before, crc)` tuple, as bytes.
 #[pyfunction]
 #[pyo3(signature = (records, /))]
-pub fn pack_records<'py>(
-    py: Python<'py>,
-    records: Vec<(u64, u32, u32, u64, u32)>,
-) -> Bound<'py, PyBytes> {
+pub fn pack_records<'py>(py: Python<'py>, records: Vec<RecordTuple>) -> Bound<'py, PyBytes> {
     let mut out = Vec::with_capacity(records.len() * RECORD_LEN);
     for (offset, length, count, before, crc) in records {
         out.extend_from_slice(
@@ -164,10 +161,7 @@ pub fn pack_records<'py>(
 /// damaged or they do not follow on from each other (or from `first`, an `(offset, before)` pair).
 #[pyfunction]
 #[pyo3(signature = (data, /, first = None))]
-pub fn unpack_records(
-    data: &[u8],
-    first: Option<(u64, u64)>,
-) -> PyResult<Vec<(u64, u32, u32, u64, u32)>> {
+pub fn unpack_records(data: &[u8], first: Option<(u64, u64)>) -> PyResult<Vec<RecordTuple>> {
     let records =
         parse_records(data, first).ok_or_else(|| PyValueError::new_err("damaged index records"))?;
     Ok(records

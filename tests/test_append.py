@@ -1,4 +1,5 @@
-"""append_turn, load(last=n), len() and iter(), and the index behind them, in the plain and encrypted formats.
+"""append_turn, load(last=n), len() and iter(), and the index behind them, in every format: plain, gzip, Fernet,
+gzip inside Fernet.
 
 The index is a cache: every test that damages it checks that results are the same as without it.
 """
@@ -15,14 +16,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conversation_codec import ConversationCodec, DecodeError, EncodeError, FormatMismatchError
+from conversation_codec import CodecError, ConversationCodec, DecodeError, EncodeError, FormatMismatchError
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 KEY = Fernet.generate_key()
-FORMATS = {"plain": {}, "fernet": {"fernet_key": KEY}}
+FORMATS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "gzip": {"compressed": True},
+    "fernet": {"fernet_key": KEY},
+    "gzip+fernet": {"compressed": True, "fernet_key": KEY},
+}
 
 
 @pytest.fixture(params=sorted(FORMATS))
@@ -53,10 +59,10 @@ def test_append_to_a_missing_file_creates_it_private(tmp_path: Path, options: di
 
 def test_save_then_appends_then_every_view_agrees(tmp_path: Path, options: dict[str, Any]) -> None:
     codec = codec_at(tmp_path / "c.jsonl", options, durable=False)
-    expected = [message(i) for i in range(5000)]  # several frames
+    expected = [message(i) for i in range(40000)]  # several frames, in every format (gzip: 1 MiB each)
     codec.save(expected)
     assert idx(codec.path).exists()
-    for i in range(5000, 5020):
+    for i in range(40000, 40020):
         codec.append_turn(message(i))
         expected.append(message(i))
     codec.append_turn([message(7000), message(7001)])
@@ -66,7 +72,7 @@ def test_save_then_appends_then_every_view_agrees(tmp_path: Path, options: dict[
     assert len(fresh) == len(expected)
     assert list(fresh.iter()) == expected
     assert list(fresh) == expected
-    for n in [0, 1, 2, 3, 21, 22, 23, 500, 4999, len(expected), len(expected) + 10]:
+    for n in [0, 1, 2, 3, 21, 22, 23, 500, 39999, len(expected), len(expected) + 10]:
         assert fresh.load(last=n) == (expected[-n:] if n else []), n
 
 
@@ -101,7 +107,10 @@ def test_a_turn_that_cannot_be_encoded_writes_nothing(tmp_path: Path, options: d
     assert (codec.path.read_bytes(), idx(codec.path).read_bytes()) == before
 
 
-@pytest.mark.parametrize(("written_with", "appended_with"), [("plain", "fernet"), ("fernet", "plain")])
+@pytest.mark.parametrize(
+    ("written_with", "appended_with"),
+    [(a, b) for a in ("plain", "gzip", "fernet") for b in ("plain", "gzip", "fernet") if a != b],
+)
 def test_appending_with_other_options_raises_and_writes_nothing(
     tmp_path: Path, written_with: str, appended_with: str
 ) -> None:
@@ -186,7 +195,7 @@ def test_scribbled_index_changes_nothing(tmp_path: Path, options: dict[str, Any]
 def test_an_index_of_another_conversation_is_not_trusted(tmp_path: Path, options: dict[str, Any]) -> None:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     expected = build(a, options)
-    codec_at(b, options).save([message(i) for i in range(9000)])
+    codec_at(b, options).save([message(i) for i in range(40000)])  # several frames in every format
     idx(a).write_bytes(idx(b).read_bytes())
     check_views(a, options, expected)
 
@@ -357,6 +366,14 @@ class FernetModel(ConversationModel):
     options: ClassVar[dict[str, Any]] = {"fernet_key": KEY}
 
 
+class GzipModel(ConversationModel):
+    options: ClassVar[dict[str, Any]] = {"compressed": True}
+
+
+class GzipFernetModel(ConversationModel):
+    options: ClassVar[dict[str, Any]] = {"compressed": True, "fernet_key": KEY}
+
+
 model_settings = settings(
     max_examples=25, stateful_step_count=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -364,3 +381,73 @@ TestPlainModel = PlainModel.TestCase
 TestPlainModel.settings = model_settings
 TestFernetModel = FernetModel.TestCase
 TestFernetModel.settings = model_settings
+TestGzipModel = GzipModel.TestCase
+TestGzipModel.settings = model_settings
+TestGzipFernetModel = GzipFernetModel.TestCase
+TestGzipFernetModel.settings = model_settings
+
+
+# ---------------------------------------------------------------------------------- gzip
+
+
+def test_gzip_files_are_standard_multi_member_gzip(tmp_path: Path) -> None:
+    import gzip
+    import json
+    import shutil
+
+    path = tmp_path / "c.jsonl.gz"
+    codec = ConversationCodec(path, compressed=True)
+    expected = [message(i) for i in range(20000)]  # several 1 MiB blocks
+    codec.save(expected)
+    codec.append_turn(message(1))
+    expected.append(message(1))
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        assert [json.loads(line) for line in f] == expected
+    if shutil.which("gzip"):
+        out = subprocess.run(["gzip", "-dc", str(path)], capture_output=True, check=True).stdout
+        assert [json.loads(line) for line in out.splitlines()] == expected
+
+
+def test_gzip_written_by_other_tools_loads_and_appends(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"a": 1}\n{"b": 2}\n') + gzip.compress(b'{"c": 3}\n'))
+    codec = ConversationCodec(path, compressed=True)
+    assert codec.load() == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert len(codec) == 3
+    codec.append_turn({"d": 4})
+    assert codec.load(last=2) == [{"c": 3}, {"d": 4}]
+    assert list(codec) == [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]
+
+
+def test_gzip_compression_is_about_zlibs(tmp_path: Path) -> None:
+    import gzip
+
+    expected = [message(i, size=400) for i in range(30000)]
+    codec = ConversationCodec(tmp_path / "c.gz", compressed=True)
+    codec.save(expected)
+    jsonl = b"".join(bytes(__import__("conversation_codec")._core.encode_lines([m])) for m in expected)
+    assert os.path.getsize(codec.path) <= 1.03 * len(gzip.compress(jsonl, 6))
+
+
+def test_a_torn_gzip_append_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "c.gz"
+    codec = ConversationCodec(path, compressed=True)
+    codec.append_turn([message(0), message(1)])
+    whole = path.read_bytes()
+    codec.append_turn(message(2))
+    member = path.read_bytes()[len(whole) :]
+    with open(path, "r+b") as f:  # the last append cut short by a crash
+        f.truncate(len(whole) + len(member) // 2)
+    with pytest.raises(CodecError):
+        codec.load()
+    codec.append_turn(message(3))
+    assert codec.load() == [message(0), message(1), message(3)]
+    assert [p.read_bytes() for p in tmp_path.iterdir() if ".torn-" in p.name] == [member[: len(member) // 2]]
+
+
+@pytest.mark.parametrize("level", [-1, 13, 2.5, True])
+def test_compression_level_is_checked(tmp_path: Path, level: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="compression_level"):
+        ConversationCodec(tmp_path / "c", compressed=True, compression_level=level)

@@ -44,6 +44,18 @@ def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes: ...
 def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:
     """(offset, length, count, before, crc32) per record; ValueError for damaged or inconsecutive records."""
 
+def gzip_member(data: bytes, /, *, level: int = 6, count: int) -> bytes:
+    """One gzip member of `data` (a frame of `count` messages), with the size and count in its header."""
+
+def gzip_members(frames: list[bytes], counts: list[int], /, *, level: int = 6) -> list[bytes]:
+    """`gzip_member` of each frame, compressed in parallel on all cores."""
+
+def scan_gzip(data: bytes, /, *, base: int = 0) -> list[tuple[int, int, int]]:
+    """The members (offset, length, messages) of a gzip stream that starts at `base`; ValueError if damaged."""
+
+def gunzip(data: bytes, /) -> bytes:
+    """The concatenated data of every member of a gzip stream; ValueError naming the offset if damaged."""
+
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.
 

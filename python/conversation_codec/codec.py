@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _core, crypto, files, frames, index
-from .errors import DecodeError, DecryptionError
+from .errors import CodecError
 
 __all__ = ["ConversationCodec", "Message", "Redactor"]
 
@@ -33,8 +35,10 @@ class ConversationCodec:
 
     `redact`, if given, is called once per message by `save()` and `append_turn()`; the file holds only what it
     returns. `fernet_key` (a key from `Fernet.generate_key()`, or a `Fernet`/`MultiFernet`) encrypts the file; it
-    needs the optional `cryptography` package. `durable=False` skips the fsyncs: still atomic, but a power cut may
-    lose the last write.
+    needs the optional `cryptography` package. `compressed=True` writes gzip (RFC 1952, readable by `gzip -dc`) at
+    `compression_level` (0-12: libdeflate's levels; 6, the default, is zlib's usual). `durable=False` skips the
+    fsyncs: still atomic, but a power cut may lose the last write. Reading needs no options but the key: the format
+    is recognised from the bytes.
     """
 
     def __init__(
@@ -43,15 +47,26 @@ class ConversationCodec:
         redact: Redactor | None = None,
         fernet_key: crypto.FernetKey | None = None,
         *,
+        compressed: bool = False,
+        compression_level: int = 6,
         durable: bool = True,
     ) -> None:
+        if isinstance(compression_level, bool) or not isinstance(compression_level, int):
+            raise TypeError(f"compression_level must be an int, not {type(compression_level).__name__}")
+        if not 0 <= compression_level <= 12:
+            raise ValueError(f"compression_level must be from 0 to 12, not {compression_level}")
         self.path = Path(path)
         self.redact = redact
         self.durable = durable
-        self._framing = frames.Framing(None if fernet_key is None else crypto.make_cipher(fernet_key))
+        cipher = None if fernet_key is None else crypto.make_cipher(fernet_key)
+        self._framing = frames.Framing(cipher, compressed, compression_level)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, encrypted={self._framing.cipher is not None})"
+        framing = self._framing
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, encrypted={framing.cipher is not None}, "
+            f"compressed={framing.compressed})"
+        )
 
     # ---- writing ------------------------------------------------------------------------------------------
 
@@ -66,16 +81,16 @@ class ConversationCodec:
 
         def stored() -> Iterator[frames.Stored]:
             offset = before = 0
-            for block in _core.encode_chunks(messages, chunk_size=frames.FRAME_BYTES):
-                frame = self._framing.seal(block)
-                records.append((offset, len(frame), block.count, before, _core.crc32(frame)))
+            blocks = _core.encode_chunks(messages, chunk_size=self._framing.frame_bytes)
+            for frame, count in self._framing.seal_all(blocks):
+                records.append((offset, len(frame), count, before, _core.crc32(frame)))
                 offset += len(frame)
-                before += block.count
+                before += count
                 yield frame
-            if offset == 0 and self._framing.cipher is not None:
-                # Even an empty conversation is a token: the file stays an encrypted one (no plain append can
-                # join it), and says nothing in the clear.
-                frame = self._framing.seal(b"")
+            if offset == 0 and self._framing.kind != frames.PLAIN:
+                # Even an empty conversation is a frame: the file keeps its kind (no append of another kind can
+                # join it), and an encrypted one says nothing in the clear.
+                frame = self._framing.seal(b"", 0)
                 records.append((0, len(frame), 0, 0, _core.crc32(frame)))
                 yield frame
 
@@ -95,7 +110,7 @@ class ConversationCodec:
             return
         if self.redact is not None:
             messages = [self.redact(m) for m in messages]
-        frame = self._framing.seal(_core.encode_lines(messages))
+        frame = self._framing.seal(_core.encode_lines(messages), len(messages))
         crc = _core.crc32(frame)
         with files.locked(self.path, create=True) as fd:
             assert fd is not None
@@ -123,22 +138,49 @@ class ConversationCodec:
         append cut short by a crash (it is moved to a side file `<name>.torn-<offset>`, so nothing is lost, and
         cut from the conversation).
         """
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        if size == 0:
+            return size
+        if frames.kind_of(os.pread(fd, _HEAD, 0)) == frames.GZIP:
+            cut = self._end_of_whole_members(fd, size)
+            if cut == size:
+                return size
+            return self._move_aside(fd, cut, size)
+        if os.pread(fd, 1, size - 1) == b"\n":
             return size
         cut = _after_last_newline(fd, size)
         tail = os.pread(fd, size - cut, cut)
         if self._frame_is_whole(tail):
             files.write_all(fd, b"\n")
             return size + 1
+        return self._move_aside(fd, cut, size)
+
+    def _move_aside(self, fd: int, cut: int, size: int) -> int:
+        """Moves the bytes from `cut` to the end into the side file `<name>.torn-<cut>`, then cuts them off."""
         side = self.path.with_name(f"{self.path.name}.torn-{cut}")
-        files.write_atomic(side, [tail], durable=self.durable, lock=False)
+        files.write_atomic(side, [os.pread(fd, size - cut, cut)], durable=self.durable, lock=False)
         os.ftruncate(fd, cut)
         return cut
+
+    def _end_of_whole_members(self, fd: int, size: int) -> int:
+        """Where the whole gzip members of the file end: `size`, unless the last was cut short."""
+        records = index.read_tail(self.path, os.fstat(fd).st_ino, size, 0)
+        start = 0
+        if records is not None and _core.crc32(os.pread(fd, records[-1][1], records[-1][0])) == records[-1][4]:
+            start = index.end(records[-1])
+        data = os.pread(fd, size - start, start)
+        try:
+            _core.scan_gzip(data, base=start)
+        except ValueError as exc:
+            match = re.search(r"at offset (\d+)", str(exc))
+            if match is None:
+                raise CodecError(f"{self.path}: {exc}") from None
+            return int(match.group(1))
+        return size
 
     def _frame_is_whole(self, stored: bytes) -> bool:
         try:
             _core.decode_lines(self._framing.open(stored, str(self.path)))
-        except (DecodeError, DecryptionError):
+        except CodecError:
             return False
         return True
 
@@ -166,7 +208,7 @@ class ConversationCodec:
             messages += decoder.finish()
             return messages
         chunks.close()
-        with _open(self.path) as f:  # encrypted: read in one go (half the time of joining blocks), then frames
+        with _open(self.path) as f:  # read in one go (half the time of joining blocks), then inflate or decrypt
             if f is None:
                 return []
             size, _, kind = _snapshot(f)
@@ -204,12 +246,15 @@ class ConversationCodec:
             return
         kind = frames.kind_of(first)
         self._framing.check(kind, source, writing=False)
-        if kind != frames.FERNET:
+        if kind == frames.PLAIN:
             decoder = _core.LineDecoder(source=source)
             yield from decoder.feed(first)
             for chunk in chunks:
                 yield from decoder.feed(chunk)
             yield from decoder.finish()
+            return
+        if kind == frames.GZIP:
+            yield from _iter_gzip(itertools.chain([first], chunks), source)
             return
         parts: list[bytes] = []  # of a token line not yet ended (the original's single token spans all blocks)
         offset = 0
@@ -255,9 +300,11 @@ class ConversationCodec:
 
     def _decode_stretch(self, kind: str, data: bytes, start: int) -> list[Message]:
         """The messages of the whole frames in `data`, which starts at offset `start`."""
-        if kind != frames.FERNET:
-            source = f"{self.path} (from byte {start})" if start else str(self.path)
+        source = f"{self.path} (from byte {start})" if start else str(self.path)
+        if kind == frames.PLAIN:
             return _core.decode_lines(data, source=source)
+        if kind == frames.GZIP:
+            return _core.decode_lines(frames.gunzip(data, source), source=source)
         messages: list[Message] = []
         for offset, length, _ in frames.split(kind, data, start):
             messages += self._open_frame(data[offset - start : offset - start + length], offset)
@@ -312,6 +359,30 @@ class ConversationCodec:
             records.append((offset, length, count, before, _core.crc32(stored)))
             before += count
         return records
+
+
+def _iter_gzip(chunks: Iterable[memoryview], source: str) -> Iterator[Message]:
+    """Messages of a gzip stream read a block at a time: inflated as it streams (zlib, member after member),
+    so memory is bounded by a block and what it inflates to, whatever the file's length."""
+    decoder = _core.LineDecoder(source=source)
+    inflater = zlib.decompressobj(wbits=31)
+    inside = False  # in the middle of a member
+    try:
+        for chunk in chunks:
+            data = bytes(chunk)
+            while data:
+                inside = True
+                yield from decoder.feed(inflater.decompress(data))
+                if not inflater.eof:
+                    break
+                data = inflater.unused_data  # the next member starts here
+                inflater = zlib.decompressobj(wbits=31)
+                inside = False
+    except zlib.error as exc:
+        raise CodecError(f"{source}: damaged gzip data: {exc}") from None
+    if inside:
+        raise CodecError(f"{source}: the last gzip member is cut short")
+    yield from decoder.finish()
 
 
 def _frames_match(data: bytes, start: int, records: list[index.Record]) -> bool:
