@@ -60,6 +60,8 @@ class ConversationCodec:
         self.durable = durable
         cipher = None if fernet_key is None else crypto.make_cipher(fernet_key)
         self._framing = frames.Framing(cipher, compressed, compression_level)
+        self._index_for: Path | None = None
+        self._index_str = ""
 
     def __repr__(self) -> str:
         framing = self._framing
@@ -112,26 +114,39 @@ class ConversationCodec:
             messages = [self.redact(m) for m in messages]
         frame = self._framing.seal(_core.encode_lines(messages), len(messages))
         crc = _core.crc32(frame)
-        with files.locked(self.path, create=True) as fd:
-            assert fd is not None
-            size = os.fstat(fd).st_size
+        with files.locked(self.path, create=True) as opened:
+            assert opened is not None
+            fd, st = opened
+            size, identity = st.st_size, st.st_ino
             kind = frames.kind_of(os.pread(fd, _HEAD, 0)) if size else None
             self._framing.check(kind, str(self.path), writing=True)
-            size = self._mend_end(fd, size)
-            identity = os.fstat(fd).st_ino
-            before = 0 if size == 0 else self._indexed_count(fd, identity, size, repair=True)
-            files.write_all(fd, frame)
-            if self.durable:
-                os.fsync(fd)
-            record = (size, len(frame), len(messages), before or 0, crc)
-            if size == 0:
-                index.write(self.path, identity, [record])
-            elif before is not None:
-                index.append(self.path, record)
-            else:
-                self._rebuild_index(fd, identity)
+            index_fd = index.open_for_append(self._index_path()) if size else None
+            try:
+                size = self._mend_end(fd, size, kind, index_fd)
+                before = 0 if size == 0 else self._indexed_count(fd, identity, size, index_fd)
+                files.write_all(fd, frame)
+                if self.durable:
+                    os.fsync(fd)
+                record = (size, len(frame), len(messages), before or 0, crc)
+                if size == 0:
+                    index.write(self.path, identity, [record])
+                elif before is not None and index_fd is not None:
+                    index.append(index_fd, [record])
+                else:
+                    self._rebuild_index(fd, identity)
+            finally:
+                if index_fd is not None:
+                    os.close(index_fd)
 
-    def _mend_end(self, fd: int, size: int) -> int:
+    def _index_path(self) -> str:
+        # Kept as a string: pathlib's joins cost more than an append's system calls. `path` is a plain
+        # attribute (as in the original design), so the cache follows it if it is reassigned.
+        if self._index_for is not self.path:
+            self._index_for = self.path
+            self._index_str = str(index.path_for(self.path))
+        return self._index_str
+
+    def _mend_end(self, fd: int, size: int, kind: str | None, index_fd: int | None) -> int:
         """Make the file end with a whole frame before appending; return its size after.
 
         A last line without its line break is either written by hand (it is kept, and the break added) or an
@@ -140,8 +155,8 @@ class ConversationCodec:
         """
         if size == 0:
             return size
-        if frames.kind_of(os.pread(fd, _HEAD, 0)) == frames.GZIP:
-            cut = self._end_of_whole_members(fd, size)
+        if kind == frames.GZIP:
+            cut = self._end_of_whole_members(fd, size, index_fd)
             if cut == size:
                 return size
             return self._move_aside(fd, cut, size)
@@ -161,12 +176,15 @@ class ConversationCodec:
         os.ftruncate(fd, cut)
         return cut
 
-    def _end_of_whole_members(self, fd: int, size: int) -> int:
-        """Where the whole gzip members of the file end: `size`, unless the last was cut short."""
-        records = index.read_tail(self.path, os.fstat(fd).st_ino, size, 0)
+    def _end_of_whole_members(self, fd: int, size: int, index_fd: int | None) -> int:
+        """Where the whole gzip members of the file end: `size`, unless the last was cut short. Members past
+        the last indexed one are checked (none, usually), or all of them without an index."""
+        last = None if index_fd is None else index.last_record(index_fd, os.fstat(fd).st_ino, size)
         start = 0
-        if records is not None and _core.crc32(os.pread(fd, records[-1][1], records[-1][0])) == records[-1][4]:
-            start = index.end(records[-1])
+        if last is not None and _core.crc32(os.pread(fd, last[1], last[0])) == last[4]:
+            start = index.end(last)
+        if start == size:
+            return size
         data = os.pread(fd, size - start, start)
         try:
             _core.scan_gzip(data, base=start)
@@ -226,7 +244,7 @@ class ConversationCodec:
             if kind is None:
                 return 0
             self._framing.check(kind, str(self.path), writing=False)
-            count = self._indexed_count(f.fileno(), identity, size, repair=False)
+            count = self._indexed_count(f.fileno(), identity, size)
             if count is None:
                 count = sum(r[2] for r in self._rebuild_index(f.fileno(), identity, size))
             return count
@@ -312,29 +330,33 @@ class ConversationCodec:
 
     # ---- the index ----------------------------------------------------------------------------------------
 
-    def _indexed_count(self, fd: int, identity: int, size: int, *, repair: bool) -> int | None:
-        """The number of messages in the first `size` bytes, from the index; None if it cannot be trusted.
+    def _indexed_count(self, fd: int, identity: int, size: int, index_fd: int | None = None) -> int | None:
+        """The number of messages in the first `size` bytes of the data file, from its index; None if the index
+        cannot be trusted. Costs the same whatever the file's length.
 
         Frames past the index's end (written by a process that died before adding their records, or by another
-        program) are counted, and with `repair` their records are added.
+        program) are counted; given the index open for appending (`index_fd`, as an append holds it under the
+        data file's lock), their records are added.
         """
-        records = index.read_tail(self.path, identity, size, 0)
-        if records is None:
+        fd_index = index.open_for_append(self._index_path()) if index_fd is None else index_fd
+        if fd_index is None:
             return None
-        last = records[-1]
-        if _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
-            return None
-        count = index.after(last)
-        if index.end(last) < size:
-            kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
-            extra = self._records_of(
-                kind, os.pread(fd, size - index.end(last), index.end(last)), index.end(last), count
-            )
-            count = index.after(extra[-1]) if extra else count
-            if repair:
-                for record in extra:
-                    index.append(self.path, record)
-        return count
+        try:
+            last = index.last_record(fd_index, identity, size)
+            if last is None or _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
+                return None
+            count = index.after(last)
+            if index.end(last) < size:
+                kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
+                start = index.end(last)
+                extra = self._records_of(kind, os.pread(fd, size - start, start), start, count)
+                count = index.after(extra[-1]) if extra else count
+                if index_fd is not None:
+                    index.append(index_fd, extra)
+            return count
+        finally:
+            if index_fd is None:
+                os.close(fd_index)
 
     def _rebuild_index(self, fd: int, identity: int, size: int | None = None) -> list[index.Record]:
         """Records for the whole data file, from its bytes; written as the new index when there is more than one

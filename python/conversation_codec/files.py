@@ -118,25 +118,28 @@ def make_private_dirs(directory: Path) -> None:
 
 
 @contextmanager
-def locked(path: Path, *, create: bool) -> Iterator[int | None]:
-    """A descriptor of the data file (read/write, appending) under an exclusive lock; None if it does not exist
-    and `create` is false. If the file was replaced while we waited for the lock, the new one is locked instead.
+def locked(path: Path, *, create: bool) -> Iterator[tuple[int, os.stat_result] | None]:
+    """A descriptor of the data file (read/write, appending) under an exclusive lock, with its stat; None if it
+    does not exist and `create` is false. If the file was replaced while we waited for the lock, the new one is
+    locked instead.
     """
     flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     if create:
-        make_private_dirs(path.parent)
         flags |= os.O_CREAT
+    name = os.fspath(path)
     while True:
         try:
-            fd = os.open(path, flags, NEW_FILE_MODE)
+            fd = os.open(name, flags, NEW_FILE_MODE)
         except FileNotFoundError:
-            if create:
-                raise
-            yield None
-            return
+            if not create:
+                yield None
+                return
+            make_private_dirs(path.parent)  # only the first append to a new folder gets here
+            fd = os.open(name, flags, NEW_FILE_MODE)
         try:
             _lock(fd, shared=False)
-            if fcntl is None or os.fstat(fd).st_ino == os.stat(path).st_ino:
+            st = os.fstat(fd)
+            if fcntl is None or st.st_ino == os.stat(name).st_ino:
                 break
         except FileNotFoundError:
             pass  # replaced or removed while we waited: try the path again
@@ -145,7 +148,7 @@ def locked(path: Path, *, create: bool) -> Iterator[int | None]:
             raise
         os.close(fd)
     try:
-        yield fd
+        yield fd, st
     finally:
         os.close(fd)  # releases the lock
 

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from . import _core, files
 
-__all__ = ["Record", "append", "path_for", "read_tail", "remove", "write"]
+__all__ = ["Record", "last_record", "open_for_append", "path_for", "read_tail", "remove", "write"]
 
 Record = tuple[int, int, int, int, int]
 HEADER = 32
@@ -85,19 +85,42 @@ def _read_records(f: BinaryIO, identity: int, messages: int) -> list[Record] | N
     return records
 
 
+def open_for_append(index_path: str) -> int | None:
+    """The index opened to read its end and append to it (the fast path of `append_turn`), or None."""
+    try:
+        return os.open(index_path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def last_record(fd: int, identity: int, data_size: int) -> Record | None:
+    """The last record of the open index, if the index is this data file's and the record intact and within it.
+
+    Two reads, whatever the index's length: what keeps an append's cost flat.
+    """
+    size = os.fstat(fd).st_size
+    if size < HEADER + RECORD or (size - HEADER) % RECORD:
+        return None
+    if _core.parse_index_header(os.pread(fd, HEADER, 0)) != identity:
+        return None
+    try:
+        (record,) = _core.unpack_records(os.pread(fd, RECORD, size - RECORD))
+    except ValueError:
+        return None
+    if end(record) > data_size or (size == HEADER + RECORD and (record[0], record[3]) != (0, 0)):
+        return None
+    return record
+
+
 def write(data_path: Path, identity: int, records: list[Record]) -> None:
     """A new index for the data file, replacing any other (atomic, not flushed to disk: it is a cache)."""
     payload = _core.index_header(identity) + _core.pack_records(records)
     files.write_atomic(path_for(data_path), [payload], durable=False, lock=False)
 
 
-def append(data_path: Path, record: Record) -> None:
-    """One record more, at the end of an index the caller has just checked."""
-    fd = os.open(path_for(data_path), os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
-    try:
-        files.write_all(fd, _core.pack_records([record]))
-    finally:
-        os.close(fd)
+def append(fd: int, records: list[Record]) -> None:
+    """Records at the end of the open index (which the caller has just checked)."""
+    files.write_all(fd, _core.pack_records(records))
 
 
 def remove(data_path: Path) -> None:
