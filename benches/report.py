@@ -251,13 +251,38 @@ def long_tables(long: Table) -> tuple[list[str], list[str]]:
                     f"| {fmt}: {label} on 1M messages <= 5 ms | {i['median'] * 1e3:.2f} ms | "
                     f"{_verdict(1, i['median'] <= TAIL_MAX_SECONDS)} |"
                 )
+    _iter_goal(long, goals)
+    return out, goals
+
+
+def gzip_targets(table: Table) -> list[str]:
+    """Issue 3's compressed targets, on sharegpt-long, against orjson + gzip level 6."""
+    goals = []
+    save, load = table.get((TARGET_CORPUS, "save-gz"), {}), table.get((TARGET_CORPUS, "load-gz"), {})
+    speed = _speedup(save, "ours", "orjson")
+    if speed is not None:
+        goals.append(f"| compressed `save()` >= 3x orjson + gzip L6 | {speed:.2f}x | {_verdict(1, speed >= 3)} |")
+        size = save["ours"]["compressed_bytes"] / save["orjson"]["compressed_bytes"] - 1
+        goals.append(
+            f"| compressed size within 3% of orjson + gzip L6 | {size:+.2%} "
+            f"({save['ours']['compressed_bytes']:,} vs {save['orjson']['compressed_bytes']:,} bytes) "
+            f"| {_verdict(1, size <= 0.03)} |"
+        )
+    speed = _speedup(load, "ours", "orjson")
+    if speed is not None:
+        goals.append(
+            f"| compressed `load()` >= 2x gzip.decompress + orjson | {speed:.2f}x | {_verdict(1, speed >= 2)} |"
+        )
+    return goals
+
+
+def _iter_goal(long: Table, goals: list[str]) -> None:
     i = long.get(("scale", "iter-1GB"), {}).get("plain")
     if i:
         goals.append(
             f"| iterating a 1 GB plain file: peak memory growth <= 64 MiB | {i['peak_growth_mib']:.1f} MiB | "
             f"{_verdict(1, i['peak_growth_mib'] <= ITER_MAX_GROWTH_MIB)} |"
         )
-    return out, goals
 
 
 def main(argv: list[str]) -> int:
@@ -277,8 +302,10 @@ def main(argv: list[str]) -> int:
             lines += ["", *notes]
         target_lines, _ = targets(table)
         lines += ["", "### Targets (issue 2)", "", *target_lines]
-    if long:
+    gz = gzip_targets(table)
+    if long or gz:
         long_lines, goals = long_tables(long)
+        goals += gz
         lines += ["", "### Long conversations (issue 3; scale corpus, 1,000,000 messages)", "", *long_lines]
         lines += ["", "### Targets (issue 3)", "", *goals]
     print("\n".join(lines))
