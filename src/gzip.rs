@@ -32,8 +32,22 @@ const PARALLEL_MIN: usize = 1 << 20;
 
 /// One gzip member of `jsonl` holding `count` messages, with our header; `level` is libdeflate's, 0 (stored) to 12.
 pub fn member(jsonl: &[u8], level: i32, count: u32) -> Result<Vec<u8>, String> {
-    let mut compressor = Compressor::new(compression_level(level)?);
-    encode(&mut compressor, level, jsonl, count)
+    let lvl = compression_level(level)?;
+    COMPRESSOR.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if !matches!(&*cached, Some((l, _)) if *l == level) {
+            *cached = Some((level, Compressor::new(lvl)));
+        }
+        let (_, compressor) = cached.as_mut().expect("set above");
+        encode(compressor, level, jsonl, count)
+    })
+}
+
+thread_local! {
+    /// The compressor of the level last used on this thread. Appends compress one small member at a time, and
+    /// making a libdeflate compressor (it allocates its tables, a few hundred KB) costs more than compressing
+    /// a message.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, Compressor)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// `member` for each frame and its count, compressed on all cores; the same bytes as one `member` call each.

@@ -122,8 +122,12 @@ class ConversationCodec:
             self._framing.check(kind, str(self.path), writing=True)
             index_fd = index.open_for_append(self._index_path()) if size else None
             try:
-                size = self._mend_end(fd, size, kind, index_fd)
-                before = 0 if size == 0 else self._indexed_count(fd, identity, size, index_fd)
+                last = None if index_fd is None else self._last_indexed(fd, index_fd, identity, size)
+                mended = self._mend_end(fd, size, kind, last)
+                if mended != size:  # the end changed: the last record may no longer match it
+                    size = mended
+                    last = None if index_fd is None else self._last_indexed(fd, index_fd, identity, size)
+                before = 0 if size == 0 else self._count_from(fd, size, last, index_fd)
                 files.write_all(fd, frame)
                 if self.durable:
                     os.fsync(fd)
@@ -146,7 +150,7 @@ class ConversationCodec:
             self._index_str = str(index.path_for(self.path))
         return self._index_str
 
-    def _mend_end(self, fd: int, size: int, kind: str | None, index_fd: int | None) -> int:
+    def _mend_end(self, fd: int, size: int, kind: str | None, last: index.Record | None) -> int:
         """Make the file end with a whole frame before appending; return its size after.
 
         A last line without its line break is either written by hand (it is kept, and the break added) or an
@@ -156,7 +160,7 @@ class ConversationCodec:
         if size == 0:
             return size
         if kind == frames.GZIP:
-            cut = self._end_of_whole_members(fd, size, index_fd)
+            cut = self._end_of_whole_members(fd, size, last)
             if cut == size:
                 return size
             return self._move_aside(fd, cut, size)
@@ -176,13 +180,10 @@ class ConversationCodec:
         os.ftruncate(fd, cut)
         return cut
 
-    def _end_of_whole_members(self, fd: int, size: int, index_fd: int | None) -> int:
+    def _end_of_whole_members(self, fd: int, size: int, last: index.Record | None) -> int:
         """Where the whole gzip members of the file end: `size`, unless the last was cut short. Members past
-        the last indexed one are checked (none, usually), or all of them without an index."""
-        last = None if index_fd is None else index.last_record(index_fd, os.fstat(fd).st_ino, size)
-        start = 0
-        if last is not None and _core.crc32(os.pread(fd, last[1], last[0])) == last[4]:
-            start = index.end(last)
+        the last indexed (and checked) one are scanned: none, usually; all of them without an index."""
+        start = 0 if last is None else index.end(last)
         if start == size:
             return size
         data = os.pread(fd, size - start, start)
@@ -330,33 +331,40 @@ class ConversationCodec:
 
     # ---- the index ----------------------------------------------------------------------------------------
 
-    def _indexed_count(self, fd: int, identity: int, size: int, index_fd: int | None = None) -> int | None:
+    def _indexed_count(self, fd: int, identity: int, size: int) -> int | None:
         """The number of messages in the first `size` bytes of the data file, from its index; None if the index
-        cannot be trusted. Costs the same whatever the file's length.
-
-        Frames past the index's end (written by a process that died before adding their records, or by another
-        program) are counted; given the index open for appending (`index_fd`, as an append holds it under the
-        data file's lock), their records are added.
-        """
-        fd_index = index.open_for_append(self._index_path()) if index_fd is None else index_fd
-        if fd_index is None:
+        cannot be trusted. Costs the same whatever the file's length."""
+        index_fd = index.open_for_append(self._index_path())
+        if index_fd is None:
             return None
         try:
-            last = index.last_record(fd_index, identity, size)
-            if last is None or _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
-                return None
-            count = index.after(last)
-            if index.end(last) < size:
-                kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
-                start = index.end(last)
-                extra = self._records_of(kind, os.pread(fd, size - start, start), start, count)
-                count = index.after(extra[-1]) if extra else count
-                if index_fd is not None:
-                    index.append(index_fd, extra)
-            return count
+            return self._count_from(fd, size, self._last_indexed(fd, index_fd, identity, size), None)
         finally:
-            if index_fd is None:
-                os.close(fd_index)
+            os.close(index_fd)
+
+    def _last_indexed(self, fd: int, index_fd: int, identity: int, size: int) -> index.Record | None:
+        """The index's last record, if it is intact, this file's, and its frame has the CRC it says."""
+        last = index.last_record(index_fd, identity, size)
+        if last is None or _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
+            return None
+        return last
+
+    def _count_from(self, fd: int, size: int, last: index.Record | None, index_fd: int | None) -> int | None:
+        """The messages up to `size`: those up to the checked `last` record, and those of any frames past it
+        (written by a process that died before adding their records, or by another program), whose records
+        are added when `index_fd` (the index open under the data file's lock, as an append holds it) is given.
+        """
+        if last is None:
+            return None
+        count = index.after(last)
+        if index.end(last) < size:
+            kind = frames.kind_of(os.pread(fd, _HEAD, 0)) or frames.PLAIN
+            start = index.end(last)
+            extra = self._records_of(kind, os.pread(fd, size - start, start), start, count)
+            count = index.after(extra[-1]) if extra else count
+            if index_fd is not None:
+                index.append(index_fd, extra)
+        return count
 
     def _rebuild_index(self, fd: int, identity: int, size: int | None = None) -> list[index.Record]:
         """Records for the whole data file, from its bytes; written as the new index when there is more than one
