@@ -5,7 +5,25 @@ from typing import Any, final
 
 from typing_extensions import Buffer
 
-__all__ = ["Encoded", "LineChunks", "LineDecoder", "__version__", "decode_lines", "encode_chunks", "encode_lines"]
+__all__ = [
+    "Encoded",
+    "LineChunks",
+    "LineDecoder",
+    "__version__",
+    "crc32",
+    "decode_lines",
+    "encode_chunks",
+    "encode_lines",
+    "gunzip",
+    "gzip_member",
+    "gzip_members",
+    "index_header",
+    "pack_records",
+    "parse_index_header",
+    "scan_gzip",
+    "scan_plain",
+    "unpack_records",
+]
 
 __version__: str
 
