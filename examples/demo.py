@@ -63,10 +63,12 @@ def session_2() -> None:
     print(f"  [session 2, pid {os.getpid()}] started fresh and loaded {len(history)} messages:")
     for m in history:
         print(f"      {m['role']:>9}: {m['content'] or m.get('tool_calls', [{}])[0].get('function', {}).get('name')}")
-    history.append({"role": "user", "content": "What time was the booking again?"})
-    history.append({"role": "assistant", "content": "20:00 at Le Bouchon des Filles."})
-    c.save(history)
-    print(f"  [session 2] answered from memory and saved {len(history)} messages")
+    # Each new turn is appended: the file is never rewritten, so a turn costs the same at message 10 or 1,000,000.
+    c.append_turn({"role": "user", "content": "What time was the booking again? Text me on +33 6 12 34 56 78."})
+    c.append_turn({"role": "assistant", "content": "20:00 at Le Bouchon des Filles."})
+    print(f"  [session 2] answered from memory and appended a turn: {len(c)} messages now; the last two:")
+    for m in c.load(last=2):
+        print(f"      {m['role']:>9}: {m['content']}")
 
 
 def main() -> None:
@@ -89,7 +91,8 @@ def main() -> None:
         plain = ConversationCodec(path, fernet_key=env["DEMO_KEY"]).load()
         print(f"Decrypted with the key: {len(plain)} messages; the user's contact details were redacted:")
         print(f"  {plain[1]['content']}")
-        assert "ada@example.com" not in plain[1]["content"]
+        print(f"  {plain[-2]['content']}")
+        assert "ada@example.com" not in plain[1]["content"] and "+33" not in plain[-2]["content"]
 
 
 if __name__ == "__main__":
