@@ -15,8 +15,9 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from . import _core, crypto, files, frames, index
 from .errors import CodecError
@@ -227,27 +228,21 @@ class ConversationCodec:
             messages += decoder.finish()
             return messages
         chunks.close()
-        with _open(self.path) as f:  # read in one go (half the time of joining blocks), then inflate or decrypt
-            if f is None:
+        with self._reading() as file:  # read in one go (half the time of joining blocks), then inflate or decrypt
+            if file is None:
                 return []
-            size, _, kind = _snapshot(f)
-            if kind is None:
-                return []
-            self._framing.check(kind, str(self.path), writing=False)
-            return self._decode_stretch(kind, os.pread(f.fileno(), size, 0), 0)
+            fd, size, _, kind = file
+            return self._decode_stretch(kind, os.pread(fd, size, 0), 0)
 
     def __len__(self) -> int:
         """The number of messages: read from the index, without reading the conversation."""
-        with _open(self.path) as f:
-            if f is None:
+        with self._reading() as file:
+            if file is None:
                 return 0
-            size, identity, kind = _snapshot(f)
-            if kind is None:
-                return 0
-            self._framing.check(kind, str(self.path), writing=False)
-            count = self._indexed_count(f.fileno(), identity, size)
+            fd, size, identity, _ = file
+            count = self._indexed_count(fd, identity, size)
             if count is None:
-                count = sum(r[2] for r in self._rebuild_index(f.fileno(), identity, size))
+                count = sum(r[2] for r in self._rebuild_index(fd, identity, size))
             return count
 
     def __iter__(self) -> Iterator[Message]:
@@ -298,14 +293,10 @@ class ConversationCodec:
         return _core.decode_lines(self._framing.open(stored, source), source=source)
 
     def _tail(self, last: int) -> list[Message]:
-        with _open(self.path) as f:
-            if f is None:
+        with self._reading() as file:
+            if file is None:
                 return []
-            size, identity, kind = _snapshot(f)
-            if kind is None:
-                return []
-            self._framing.check(kind, str(self.path), writing=False)
-            fd = f.fileno()
+            fd, size, identity, kind = file
             records = index.read_tail(self.path, identity, size, last)
             if records is not None:
                 start = records[0][0]
@@ -316,6 +307,24 @@ class ConversationCodec:
             records = self._rebuild_index(fd, identity, size)
             start = _start_of_last(records, last)
             return self._decode_stretch(kind, os.pread(fd, size - start, start), start)[-last:]
+
+    @contextmanager
+    def _reading(self) -> Iterator[tuple[int, int, int, str] | None]:
+        """The data file open for reading as (descriptor, size, identity, kind), or None when it is missing or
+        empty. The size is taken between appends (whole frames only); a kind this codec cannot read is refused."""
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 (closed below; a missing file is not an error)
+        except FileNotFoundError:
+            yield None
+            return
+        with f:
+            size, identity = files.stable_size(f.fileno())
+            kind = frames.kind_of(os.pread(f.fileno(), _HEAD, 0)) if size else None
+            if kind is None:
+                yield None
+                return
+            self._framing.check(kind, str(self.path), writing=False)
+            yield f.fileno(), size, identity, kind
 
     def _decode_stretch(self, kind: str, data: bytes, start: int) -> list[Message]:
         """The messages of the whole frames in `data`, which starts at offset `start`."""
@@ -442,29 +451,3 @@ def _after_last_newline(fd: int, size: int) -> int:
             return start + i + 1
         end = start
     return 0
-
-
-class _open:
-    """The data file opened for reading, or None when it does not exist (a context manager)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file: BinaryIO | None = None
-
-    def __enter__(self) -> BinaryIO | None:
-        try:
-            self.file = open(self.path, "rb")
-        except FileNotFoundError:
-            return None
-        return self.file
-
-    def __exit__(self, *exc: object) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _snapshot(f: BinaryIO) -> tuple[int, int, str | None]:
-    """The size, identity and kind of the open data file, read while no append is half done."""
-    size, identity = files.stable_size(f.fileno())
-    kind = frames.kind_of(os.pread(f.fileno(), _HEAD, 0)) if size else None
-    return size, identity, kind
