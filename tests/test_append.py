@@ -241,6 +241,20 @@ def test_a_torn_append_is_moved_aside_by_the_next_append(tmp_path: Path) -> None
     assert [p.read_bytes() for p in torn] == [b'{"role": "user", "content": "cut sh']
 
 
+def test_a_torn_turn_of_several_messages_is_moved_aside_whole(tmp_path: Path) -> None:
+    # A turn lands whole or not at all: a crash that persisted the first line of a two-message turn must not
+    # leave that message behind.
+    path = tmp_path / "c.jsonl"
+    codec = ConversationCodec(path)
+    codec.append_turn([message(0), message(1)])
+    torn = b'{"role": "user", "content": "first of two"}\n{"role": "assistant", "con'
+    with open(path, "ab") as f:
+        f.write(torn)
+    codec.append_turn(message(2))
+    assert codec.load() == [message(0), message(1), message(2)]
+    assert [p.read_bytes() for p in tmp_path.iterdir() if ".torn-" in p.name] == [torn]
+
+
 def test_a_last_line_without_newline_written_by_hand_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text('{"a": 1}\n{"b": 2}')

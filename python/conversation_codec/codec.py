@@ -155,8 +155,9 @@ class ConversationCodec:
         """Make the file end with a whole frame before appending; return its size after.
 
         A last line without its line break is either written by hand (it is kept, and the break added) or an
-        append cut short by a crash (it is moved to a side file `<name>.torn-<offset>`, so nothing is lost, and
-        cut from the conversation).
+        append cut short by a crash: that append's bytes, from the end of the last indexed frame where the index
+        is sound (else from the last line break), are moved to a side file `<name>.torn-<offset>`, so nothing is
+        lost, and cut from the conversation.
         """
         if size == 0:
             return size
@@ -172,6 +173,11 @@ class ConversationCodec:
         if self._frame_is_whole(tail):
             files.write_all(fd, b"\n")
             return size + 1
+        # A torn append: its frame starts after the last frame the (checked) index knows, which may be before
+        # the last line break, when the turn had several messages and only some lines reached the disk. A turn
+        # lands whole or not at all, so all of it goes aside.
+        if last is not None and index.end(last) < cut:
+            cut = index.end(last)
         return self._move_aside(fd, cut, size)
 
     def _move_aside(self, fd: int, cut: int, size: int) -> int:
