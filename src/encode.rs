@@ -9,6 +9,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::ptr::addr_of_mut;
+use std::sync::Arc;
 
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -27,7 +28,7 @@ pub const MAX_DEPTH: usize = 1024;
 pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
     let mut chunks = encode_chunks(messages, usize::MAX)?;
     Ok(chunks.__next__(messages.py())?.unwrap_or(Encoded {
-        data: Vec::new(),
+        data: Arc::new(Vec::new()),
         count: 0,
     }))
 }
@@ -93,7 +94,7 @@ impl LineChunks {
             return Ok(None);
         }
         Ok(Some(Encoded {
-            data: encoder.buf,
+            data: Arc::new(encoder.buf),
             count: self.index - first,
         }))
     }
@@ -104,7 +105,8 @@ impl LineChunks {
 /// `bytes` would cost on every save.
 #[pyclass(module = "conversation_codec._core", frozen)]
 pub struct Encoded {
-    data: Vec<u8>,
+    /// Shared, so that a writer thread can hold the bytes while Python lets go of the object.
+    pub data: Arc<Vec<u8>>,
     /// The number of messages (lines) in it.
     #[pyo3(get)]
     count: usize,

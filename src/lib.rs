@@ -10,11 +10,15 @@ mod frames;
 mod gzip;
 mod index;
 mod scan;
+#[cfg(unix)]
+mod writer;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<encode::Encoded>()?;
+    #[cfg(unix)]
+    m.add_class::<writer::BlockWriter>()?;
     m.add_class::<encode::LineChunks>()?;
     m.add_function(wrap_pyfunction!(encode::encode_chunks, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_lines, m)?)?;

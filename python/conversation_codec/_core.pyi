@@ -6,6 +6,7 @@ from typing import Any, final
 from typing_extensions import Buffer
 
 __all__ = [
+    "BlockWriter",
     "Encoded",
     "LineChunks",
     "LineDecoder",
@@ -73,6 +74,14 @@ def scan_gzip(data: bytes, /, *, base: int = 0) -> list[tuple[int, int, int]]:
 
 def gunzip(data: bytes, /) -> bytes:
     """The concatenated data of every member of a gzip stream; ValueError naming the offset if damaged."""
+
+@final
+class BlockWriter:
+    """Writes blocks to an open descriptor on its own thread, without the GIL (Unix only)."""
+
+    def __new__(cls, fd: int, /, *, durable: bool) -> BlockWriter: ...
+    def put(self, block: Buffer, /) -> None: ...
+    def close(self) -> None: ...
 
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.

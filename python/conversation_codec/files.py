@@ -16,6 +16,7 @@ never see an append half written. Where `fcntl` is missing (Windows) there is no
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import secrets
@@ -24,10 +25,11 @@ import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
-if TYPE_CHECKING:
-    from . import _core
+from . import _core
+
+_BlockWriter = getattr(_core, "BlockWriter", None)
 
 try:
     import fcntl
@@ -39,7 +41,7 @@ __all__ = ["Chunk", "locked", "make_private_dirs", "read_chunks", "stable_size",
 # Conversations hold personal data: new files and folders are private to their owner.
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
-Chunk = Union[bytes, memoryview, "_core.Encoded"]
+Chunk = Union[bytes, memoryview, _core.Encoded]
 # A durable save flushes what it has written every this many bytes, in the writer thread, so that the last
 # fsync, which the caller waits for, has little left to do.
 _FLUSH_EVERY = 32 << 20
@@ -184,26 +186,35 @@ def _grouped(chunks: Iterator[Chunk]) -> Iterator[list[Chunk]]:
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
-    groups = _grouped(chunks)
-    first = next(groups, None)
+    first = next(chunks, None)
     if first is None:
         return
-    second = next(groups, None)
-    if second is None:  # one group, the usual small save: no thread to start
-        write_all(fd, *first)
+    second = next(chunks, None)
+    if second is None:  # one chunk, the usual small save: no thread to start
+        write_all(fd, first)
         return
-    writer = _Writer(fd, durable)
+    if _BlockWriter is not None:  # the Rust writer: never waits for the GIL
+        writer = _BlockWriter(fd, durable=durable)
+        try:
+            writer.put(first)
+            writer.put(second)
+            for chunk in chunks:
+                writer.put(chunk)
+        finally:
+            writer.close()
+        return
+    groups = _grouped(itertools.chain([first, second], chunks))
+    python_writer = _Writer(fd, durable)
     try:
-        writer.put(first)
-        writer.put(second)
         for group in groups:
-            writer.put(group)
+            python_writer.put(group)
     finally:
-        writer.close()
+        python_writer.close()
 
 
 class _Writer:
-    """A thread that writes queued groups of chunks to `fd` in order. Its first error is raised by `put` or
+    """Where the Rust writer is missing (no Unix descriptors): a Python thread that writes queued groups of chunks
+    to `fd` in order. Its first error is raised by `put` or
     `close`."""
 
     def __init__(self, fd: int, durable: bool) -> None:
