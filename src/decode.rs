@@ -242,6 +242,7 @@ impl Decoder {
         // SAFETY for every block here: decoding runs with the GIL held (from the #[pyfunction]).
         match line.get(at) {
             Some(b'"') => self.string(line, at),
+            Some(b'{' | b'[') if depth >= MAX_DEPTH => fail(at, "nested deeper than 1024 levels"),
             Some(b'{') => self.object(line, at, depth),
             Some(b'[') => self.array(line, at, depth),
             Some(b'-' | b'0'..=b'9') => self.number(line, at),
@@ -268,9 +269,6 @@ impl Decoder {
         open: usize,
         depth: usize,
     ) -> std::result::Result<(*mut ffi::PyObject, usize), Fail> {
-        if depth >= MAX_DEPTH {
-            return fail(open, "nested deeper than 1024 levels");
-        }
         let base = self.items.0.len();
         let mut at = skip_ws(line, open + 1);
         if line.get(at) != Some(&b']') {
@@ -325,9 +323,6 @@ impl Decoder {
         open: usize,
         depth: usize,
     ) -> std::result::Result<(*mut ffi::PyObject, usize), Fail> {
-        if depth >= MAX_DEPTH {
-            return fail(open, "nested deeper than 1024 levels");
-        }
         // SAFETY: GIL held throughout; `dict` is ours and released on every error path.
         unsafe {
             let dict = ffi::PyDict_New();
