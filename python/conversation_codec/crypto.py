@@ -10,7 +10,7 @@ from typing import Protocol, Union
 
 from .errors import DecryptionError
 
-__all__ = ["Cipher", "FernetKey", "decrypt", "looks_encrypted", "make_cipher"]
+__all__ = ["Cipher", "FernetKey", "decrypt", "make_cipher"]
 
 
 class Cipher(Protocol):
@@ -21,19 +21,6 @@ class Cipher(Protocol):
 
 
 FernetKey = Union[bytes, str, Cipher]
-
-# Every Fernet token starts with the version byte 0x80, which base64url writes as "gA"; no JSON text starts
-# with "g", so the first byte tells an encrypted file from a plain one.
-_TOKEN_START = ord("g")
-_WHITESPACE = frozenset(b" \t\r\n")
-
-
-def looks_encrypted(data: bytes | memoryview) -> bool:
-    """Whether `data`, the start of a file, is a Fernet token (the first byte that is not whitespace)."""
-    for byte in memoryview(data).cast("B"):
-        if byte not in _WHITESPACE:
-            return byte == _TOKEN_START
-    return False
 
 
 def make_cipher(key: FernetKey) -> Cipher:

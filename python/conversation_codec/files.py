@@ -5,23 +5,21 @@ folder, which is flushed to disk and renamed over the target, and the folder is 
 survives a power cut. A reader, or a process killed at any instant, sees the old file or the new one, never a
 mix or an empty file. Concurrent writers each use their own temporary file; the last rename wins whole.
 
-The bytes come as chunks. When there is more than one, a writer thread writes (and, for a durable save,
-flushes to disk) each chunk while the caller produces the next: `os.write` and `os.fdatasync` release the GIL,
-so the encoding and the disk work overlap and memory stays bounded by a few chunks.
+The bytes come as chunks. When there is more than one, a Rust thread (`_core.BlockWriter`) writes them, and for
+a durable save flushes them to disk every 32 MiB, while the caller encodes the next: it holds no Python object and
+never waits for the GIL, so encoding and disk work overlap and memory stays bounded by the blocks in flight.
 
 Writers serialise on an exclusive `flock` of the data file (a save holds it on the file it replaces; an append
-re-checks, once it holds it, that the path still names the file it locked). Readers take a shared lock, so they
-never see an append half written. Where `fcntl` is missing (Windows) there is no locking.
+re-checks, once it holds it, that the path still names the file it locked). Readers take their size under a
+shared lock, so they never see an append half written. POSIX only (Linux, macOS): flock, pread, folder fsync.
 """
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
-import queue
 import secrets
 import stat
-import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -29,25 +27,12 @@ from typing import Union
 
 from . import _core
 
-_BlockWriter = getattr(_core, "BlockWriter", None)
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = ["Chunk", "locked", "make_private_dirs", "read_chunks", "stable_size", "write_all", "write_atomic"]
 
 # Conversations hold personal data: new files and folders are private to their owner.
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
 Chunk = Union[bytes, memoryview, _core.Encoded]
-# A durable save flushes what it has written every this many bytes, in the writer thread, so that the last
-# fsync, which the caller waits for, has little left to do.
-_FLUSH_EVERY = 32 << 20
-_QUEUED_CHUNKS = 2
-# Small chunks (frames) are handed to the writer in groups of this many bytes, written with one writev.
-_GROUP_BYTES = 4 << 20
 _READ_CHUNK = 4 << 20
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
@@ -141,7 +126,7 @@ def locked(path: Path, *, create: bool) -> Iterator[tuple[int, os.stat_result] |
         try:
             _lock(fd, shared=False)
             st = os.fstat(fd)
-            if fcntl is None or st.st_ino == os.stat(name).st_ino:
+            if st.st_ino == os.stat(name).st_ino:
                 break
         except FileNotFoundError:
             pass  # replaced or removed while we waited: try the path again
@@ -162,27 +147,12 @@ def stable_size(fd: int) -> tuple[int, int]:
     try:
         st = os.fstat(fd)
     finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_UN)
     return st.st_size, st.st_ino
 
 
 def _lock(fd: int, *, shared: bool) -> None:
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-
-
-def _grouped(chunks: Iterator[Chunk]) -> Iterator[list[Chunk]]:
-    group: list[Chunk] = []
-    size = 0
-    for chunk in chunks:
-        group.append(chunk)
-        size += len(chunk)
-        if size >= _GROUP_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
+    fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
@@ -193,62 +163,14 @@ def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
     if second is None:  # one chunk, the usual small save: no thread to start
         write_all(fd, first)
         return
-    if _BlockWriter is not None:  # the Rust writer: never waits for the GIL
-        writer = _BlockWriter(fd, durable=durable)
-        try:
-            writer.put(first)
-            writer.put(second)
-            for chunk in chunks:
-                writer.put(chunk)
-        finally:
-            writer.close()
-        return
-    groups = _grouped(itertools.chain([first, second], chunks))
-    python_writer = _Writer(fd, durable)
+    writer = _core.BlockWriter(fd, durable=durable)
     try:
-        for group in groups:
-            python_writer.put(group)
+        writer.put(first)
+        writer.put(second)
+        for chunk in chunks:
+            writer.put(chunk)
     finally:
-        python_writer.close()
-
-
-class _Writer:
-    """Where the Rust writer is missing (no Unix descriptors): a Python thread that writes queued groups of chunks
-    to `fd` in order. Its first error is raised by `put` or
-    `close`."""
-
-    def __init__(self, fd: int, durable: bool) -> None:
-        self._fd = fd
-        self._durable = durable
-        self._queue: queue.Queue[list[Chunk] | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="conversation-codec-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, group: list[Chunk]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(group)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        unflushed = 0
-        while (group := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # keep draining, so that `put` never blocks on a dead writer
-            try:
-                write_all(self._fd, *group)
-                unflushed += sum(map(len, group))
-                if self._durable and unflushed >= _FLUSH_EVERY:
-                    _fdatasync(self._fd)
-                    unflushed = 0
-            except BaseException as exc:
-                self._error = exc
+        writer.close()  # waits for the queued blocks; raises the first write error
 
 
 def write_all(fd: int, *chunks: Chunk) -> None:
@@ -266,13 +188,7 @@ _IOV_MAX = 512
 _HAS_WRITEV = hasattr(os, "writev")
 
 
-def _fdatasync(fd: int) -> None:
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
-
-
 def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder to flush it; its renames are journaled by NTFS.
-        return
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)

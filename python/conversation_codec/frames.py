@@ -36,6 +36,9 @@ Frame = tuple[int, int, int]  # (offset in the data file, stored length, message
 Stored = Union[bytes, memoryview, _core.Encoded]
 
 _WHITESPACE = frozenset(b" \t\r\n")
+# Every Fernet token starts with the version byte 0x80, which base64url writes as "gA"; no JSON text starts with
+# "g", so the first byte that is not whitespace tells an encrypted file from a plain one.
+_TOKEN_START = ord("g")
 
 
 def kind_of(head: Stored) -> str | None:
@@ -45,7 +48,7 @@ def kind_of(head: Stored) -> str | None:
         return GZIP
     for byte in view:
         if byte not in _WHITESPACE:
-            return FERNET if crypto.looks_encrypted(bytes([byte])) else PLAIN
+            return FERNET if byte == _TOKEN_START else PLAIN
     return None
 
 
