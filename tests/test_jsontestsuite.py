@@ -1,4 +1,4 @@
-"""JSONTestSuite (../shared/jsontestsuite, see its README): every parsing case, as a one-line conversation file.
+"""JSONTestSuite (tests/jsontestsuite, vendored: see its README): every parsing case, as a one-line conversation file.
 
 - y_: valid JSON -> exactly one message, equal to the stdlib's `json.loads` of the file.
 - n_: invalid JSON -> DecodeError on line 1 (never a crash or a hang).
@@ -28,10 +28,10 @@ import pytest
 from _helpers import assert_same
 from conversation_codec import ConversationCodec, DecodeError
 
-SUITE = Path(__file__).resolve().parents[2] / "shared" / "jsontestsuite" / "test_parsing"
+SUITE = Path(__file__).resolve().parent / "jsontestsuite" / "test_parsing"
 
 if not SUITE.is_dir():  # a hard error, not a skip: CI must not pass silently without the suite.
-    raise RuntimeError(f"JSONTestSuite not found at {SUITE}: clone the repository with shared/ beside it")
+    raise RuntimeError(f"JSONTestSuite not found at {SUITE}: it is part of the repository, restore it from git")
 
 ALL_FILES = sorted(p.name for p in SUITE.iterdir() if p.suffix == ".json")
 
