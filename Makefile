@@ -43,7 +43,8 @@ bench: build $(VENV)/.bench-installed
 		--benchmark-sort=name --benchmark-json=bench-results/latest.json $(BENCH_ARGS)
 	$(PY) benches/report.py bench-results/latest.json
 
-lint: $(VENV)/.installed
+## lint: formatting, clippy, ruff, mypy; stubtest imports the built module, so build first (else it checks a stale one)
+lint: build
 	cargo fmt --check
 	PYO3_PYTHON=$(PY) cargo clippy --all-targets -- -D warnings
 	$(PY) -m ruff check python tests benches examples
