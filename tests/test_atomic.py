@@ -294,9 +294,11 @@ MUTATOR = textwrap.dedent(
 
 
 def test_messages_mutated_by_another_thread_during_save(conv_path: Path) -> None:
-    # The core releases the GIL while it copies bytes: another thread may then replace or free the strings it
-    # is reading. Each saved message is some consistent state; the process must not crash. Run in a child
-    # process so that a crash (SIGSEGV) fails this test instead of killing the test run.
+    # The encoder reads each message whole with the GIL held, but a save lets other threads run between blocks:
+    # in the Python code that frames them, and while it waits for room in the queue of the Rust writer thread
+    # (which never takes the GIL and holds only bytes already encoded). Then MUTATOR's thread replaces and frees
+    # strings of messages not yet encoded. Each saved message is some consistent state; the process must not
+    # crash. Run in a child process so that a crash (SIGSEGV) fails this test instead of killing the test run.
     result = subprocess.run(
         [sys.executable, "-c", MUTATOR, str(conv_path)], capture_output=True, text=True, timeout=120
     )
