@@ -36,7 +36,7 @@ test-rust: $(VENV)/.installed
 test-python: build
 	$(PY) -m pytest -q
 
-## bench: the benchmark harness (benches/, ../shared/BENCH.md); prints the table recorded in BENCHMARKS.md
+## bench: the benchmark harness (benches/, corpora in benches/corpus.py); prints the table recorded in BENCHMARKS.md
 bench: build $(VENV)/.bench-installed
 	mkdir -p bench-results
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-columns=median,iqr,rounds \
