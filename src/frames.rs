@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 
 use crate::scan::is_message_line;
-use crate::validate::validate_line;
+use crate::validate::{validate_line, validate_next_line};
 
 /// A frame as the index records it: offset, stored length, messages, CRC-32 of the stored bytes.
 pub type FrameInfo = (u64, u64, u64, u32);
@@ -82,17 +82,19 @@ pub fn scan_plain_frames(data: &[u8], base: u64, target: usize) -> PlainScan {
     let data = &data[..whole];
     let mut start = skip;
     while start < whole {
-        let end = memchr::memchr2(b'\n', b'\r', &data[start..whole]).map_or(whole, |i| start + i);
-        match validate_line(&data[start..end]) {
-            Ok(message) => count += message as u64,
+        let end = match validate_next_line(data, start) {
+            Ok((end, message)) => {
+                count += message as u64;
+                end
+            }
             Err((at, reason)) => {
                 return PlainScan {
                     end: base + frame_start as u64,
                     frames,
-                    error: Some((base + (start + at) as u64, reason)),
+                    error: Some((base + at as u64, reason)),
                 };
             }
-        }
+        };
         let newline = match data.get(end) {
             Some(b'\n') => Some(end),
             Some(b'\r') if data.get(end + 1) == Some(&b'\n') => Some(end + 1),

@@ -36,6 +36,38 @@ pub fn validate_line(line: &[u8]) -> Result<bool, Invalid> {
     }
 }
 
+/// The line of JSONL `data` that starts at `start`, validated in the same pass that finds its end: returns the
+/// end (the offset of its `\n` or `\r`, or the end of `data`) and whether it is a message; an error's offset is
+/// within `data`.
+///
+/// A value that parses never holds a line break (strings stop at control bytes, whitespace within a line is
+/// only spaces and tabs), so a value parsed from `data` that ends before a line break is that line's value.
+/// Anything else, blank lines of form feeds included, takes the slow path of `validate_line` on the line alone.
+#[inline]
+pub fn validate_next_line(data: &[u8], start: usize) -> Result<(usize, bool), Invalid> {
+    let at = skip_ws(data, start);
+    match data.get(at) {
+        None | Some(b'\n' | b'\r') => return Ok((at, false)),
+        _ => {}
+    }
+    if let Ok(end) = value_end(data, at) {
+        let end = skip_ws(data, end);
+        if matches!(data.get(end), None | Some(b'\n' | b'\r')) {
+            return Ok((end, true));
+        }
+    }
+    slow_line(data, start)
+}
+
+#[cold]
+fn slow_line(data: &[u8], start: usize) -> Result<(usize, bool), Invalid> {
+    let end = memchr::memchr2(b'\n', b'\r', &data[start..]).map_or(data.len(), |i| start + i);
+    match validate_line(&data[start..end]) {
+        Ok(message) => Ok((end, message)),
+        Err((at, reason)) => Err((start + at, reason)),
+    }
+}
+
 /// The container kinds open at each level, one bit per level (set: object): no allocation per line, and a
 /// depth bounded by the decoder's limit.
 struct Stack {
@@ -177,8 +209,8 @@ fn string_end(line: &[u8], open: usize) -> Result<usize, Invalid> {
     }
 }
 
-/// The rest of a string with escapes, from its first backslash at `line[at]`.
-#[cold]
+/// The rest of a string with escapes, from its first backslash at `line[at]` (not cold: chat text is full of
+/// `\n` and `\"`).
 fn escaped_string_end(line: &[u8], open: usize, mut at: usize) -> Result<usize, Invalid> {
     loop {
         match line.get(at) {
@@ -374,6 +406,36 @@ mod tests {
         assert_eq!(check(&format!("{mixed}0{closing}")), Ok(true));
         let wrong = format!("{mixed}0{}", closing.replacen('}', "]", 1));
         assert!(check(&wrong).is_err());
+    }
+
+    #[test]
+    fn the_one_pass_line_agrees_with_the_line_alone() {
+        let lines: &[&[u8]] = &[
+            b"{\"a\":[1,2,{\"b\":\"c\\n\\u00e9\"}]}",
+            b" [1] ",
+            b"",
+            b"\t",
+            b"\x0c",
+            b"\xc2\xa0",
+            b"1 2",
+            b"[1",
+            b"\"abc",
+            b"\"a\\",
+            b"tru",
+            b"\"\\u12",
+            b"-",
+            b"[]x",
+            b"\"\xff\"",
+        ];
+        for line in lines {
+            for next in [&b"\n[2]"[..], b"\r\n[2]", b"\r", b"\n\"x\"", b""] {
+                let data = [&b"0\n"[..], line, next].concat();
+                let want = validate_line(line)
+                    .map(|message| (2 + line.len(), message))
+                    .map_err(|(at, reason)| (2 + at, reason));
+                assert_eq!(validate_next_line(&data, 2), want, "{line:?} {next:?}");
+            }
+        }
     }
 
     #[test]
