@@ -10,6 +10,7 @@ mod frames;
 mod gzip;
 mod index;
 mod scan;
+mod validate;
 #[cfg(unix)]
 mod writer;
 

@@ -53,8 +53,17 @@ class LineChunks(Iterator[Encoded]):
     def __iter__(self) -> LineChunks: ...
     def __next__(self) -> Encoded: ...
 
-def scan_plain(data: bytes, /, *, base: int = 0, target: int = 131072) -> list[tuple[int, int, int, int]]:
-    """Plain JSONL cut into frames of whole lines of about `target` bytes: (offset, length, count, crc32)."""
+def scan_plain(
+    data: bytes, /, *, base: int = 0, target: int = 131072
+) -> tuple[list[tuple[int, int, int, int]], int, tuple[int, str] | None]:
+    """Plain JSONL `data`, at offset `base` of its file, cut into frames of whole turns: `(frames, end, error)`.
+
+    A turn ends at a `\\n` not preceded by a TAB, or at the end of the data when its last line has no `\\n`, is
+    JSON or blank and does not end with a TAB. `frames` are `(offset, length, count, crc32)`, each ending at the
+    first turn end at least `target` bytes from its start; `end` is where the last one ends; bytes after it are
+    a torn tail, not validated. `error` is `(offset, reason)` of the first line in a would-be-whole frame that is
+    not JSON; the frames then stop before the frame holding it. At `base` 0, a BOM at the start is skipped.
+    """
 
 def crc32(data: Buffer, /) -> int: ...
 def index_header(identity: int, /) -> bytes: ...
