@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conversation_codec import CodecError, ConversationCodec, DecodeError, EncodeError, FormatMismatchError
+from conversation_codec import ConversationCodec, EncodeError, FormatMismatchError, TornTailWarning
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -101,9 +101,10 @@ def test_append_runs_redact_once_per_message(tmp_path: Path, options: dict[str, 
 def test_a_turn_that_cannot_be_encoded_writes_nothing(tmp_path: Path, options: dict[str, Any]) -> None:
     codec = codec_at(tmp_path / "c.jsonl", options)
     codec.append_turn(message(0))
+    codec.append_turn(message(1))
     before = codec.path.read_bytes(), idx(codec.path).read_bytes()
     with pytest.raises(EncodeError, match=r'messages\[1\]\["data"\]'):
-        codec.append_turn([message(1), {"data": b"bytes"}])
+        codec.append_turn([message(2), {"data": b"bytes"}])
     assert (codec.path.read_bytes(), idx(codec.path).read_bytes()) == before
 
 
@@ -166,8 +167,9 @@ def test_deleted_index_changes_nothing_and_is_rebuilt(tmp_path: Path, options: d
     expected = build(path, options)
     idx(path).unlink()
     check_views(path, options, expected)
+    assert not idx(path).exists()  # readers never write: the next writer rebuilds it
+    codec_at(path, options).append_turn(message(1))
     assert idx(path).exists()
-    codec_at(path, options).append_turn(message(1))  # and appends go on from the rebuilt index
     check_views(path, options, [*expected, message(1)])
 
 
@@ -232,8 +234,8 @@ def test_a_torn_append_is_moved_aside_by_the_next_append(tmp_path: Path) -> None
     codec.append_turn([message(0), message(1)])
     with open(path, "ab") as f:
         f.write(b'{"role": "user", "content": "cut sh')  # a crash in the middle of an append
-    with pytest.raises(DecodeError):
-        codec.load()  # reported, not guessed
+    with pytest.warns(TornTailWarning, match="from byte"):
+        assert codec.load() == [message(0), message(1)]  # what was acknowledged, and a warning
     codec.append_turn(message(2))
     assert codec.load() == [message(0), message(1), message(2)]
     assert len(codec) == 3
@@ -247,7 +249,7 @@ def test_a_torn_turn_of_several_messages_is_moved_aside_whole(tmp_path: Path) ->
     path = tmp_path / "c.jsonl"
     codec = ConversationCodec(path)
     codec.append_turn([message(0), message(1)])
-    torn = b'{"role": "user", "content": "first of two"}\n{"role": "assistant", "con'
+    torn = b'{"role": "user", "content": "first of two"}\t\n{"role": "assistant", "con'
     with open(path, "ab") as f:
         f.write(torn)
     codec.append_turn(message(2))
@@ -454,8 +456,8 @@ def test_a_torn_gzip_append_is_moved_aside(tmp_path: Path) -> None:
     member = path.read_bytes()[len(whole) :]
     with open(path, "r+b") as f:  # the last append cut short by a crash
         f.truncate(len(whole) + len(member) // 2)
-    with pytest.raises(CodecError):
-        codec.load()
+    with pytest.warns(TornTailWarning):
+        assert codec.load() == [message(0), message(1)]
     codec.append_turn(message(3))
     assert codec.load() == [message(0), message(1), message(3)]
     assert [p.read_bytes() for p in tmp_path.iterdir() if ".torn-" in p.name] == [member[: len(member) // 2]]

@@ -225,7 +225,7 @@ def test_no_temp_file_after_redact_error(saved: tuple[ConversationCodec, bytes])
     _assert_untouched(codec, before)
 
 
-@pytest.mark.parametrize("failing", ["fsync", "replace", "write"])
+@pytest.mark.parametrize("failing", ["fsync", "rename", "write"])
 def test_no_temp_file_after_io_error(
     saved: tuple[ConversationCodec, bytes], monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:

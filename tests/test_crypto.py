@@ -85,7 +85,9 @@ def test_key_forms(conv_path: Path, fernet_key: bytes, form: str, conversation: 
     # Any other form of the same key reads it, and so does cryptography itself.
     assert ConversationCodec(conv_path, fernet_key=fernet_key).load() == conversation
     assert ConversationCodec(conv_path, fernet_key=fernet_key.decode()).load() == conversation
-    assert Fernet(fernet_key).decrypt(conv_path.read_bytes().strip()).count(b"\n") == len(conversation)
+    plaintext = Fernet(fernet_key).decrypt(conv_path.read_bytes().strip())
+    assert plaintext[:4] == b"\x00CC\x01"  # the frame's header (docs/FORMAT.md), then the JSONL
+    assert plaintext[32:].count(b"\n") == len(conversation)
 
 
 def test_fernet_key_positional_like_the_original(conv_path: Path, fernet_key: bytes) -> None:

@@ -14,10 +14,13 @@ from _helpers import folder_listing
 from conversation_codec import (
     CodecError,
     ConversationCodec,
+    CorruptFileError,
     DecodeError,
     DecryptionError,
     EncodeError,
     FormatMismatchError,
+    TornTailWarning,
+    UnencryptedFileError,
 )
 
 # ------------------------------------------------------------------------------------------- classes
@@ -34,7 +37,11 @@ def test_class_hierarchy_matches_what_the_original_raised() -> None:
     assert issubclass(DecodeError, ValueError)  # json.JSONDecodeError is a ValueError
     assert issubclass(EncodeError, TypeError)  # "... is not JSON serializable"
     assert issubclass(EncodeError, ValueError)  # "Circular reference detected"
-    assert not issubclass(CodecError, (ValueError, TypeError))
+    # Every error for unreadable data is a ValueError, as the original's json and cryptography errors were.
+    assert issubclass(CodecError, ValueError)
+    assert not issubclass(CodecError, TypeError)
+    for cls in (CorruptFileError, DecryptionError, FormatMismatchError, UnencryptedFileError):
+        assert issubclass(cls, CodecError)
 
 
 # ------------------------------------------------------------------------------------------- decode
@@ -106,15 +113,21 @@ def test_blank_lines_between_messages_are_skipped(conv_path: Path) -> None:
 
 
 def test_truncated_last_line(conv_path: Path) -> None:
-    # An external writer that crashed mid-line (the original design wrote in place): the cut line is reported.
+    # A writer that crashed mid-line: the cut line was never acknowledged. Readers leave it out and say so; the
+    # next save keeps it in a side file.
     messages = [{"role": "user", "content": f"message {i} " + "x" * 50} for i in range(5)]
     codec = ConversationCodec(conv_path)
     codec.save(messages)
     data = conv_path.read_bytes()
     conv_path.write_bytes(data[: len(data) - 20])
-    with pytest.raises(DecodeError) as info:
-        codec.load()
-    assert info.value.lineno == 5
+    with pytest.warns(TornTailWarning, match=f"from byte {data.rindex(b'{')}"):
+        assert codec.load() == messages[:4]
+    with pytest.warns(TornTailWarning):
+        assert len(codec) == 4
+    codec.save(messages[:2])
+    assert (conv_path.parent / f"{conv_path.name}.torn-{data.rindex(b'{')}").read_bytes() == data[
+        data.rindex(b"{") : len(data) - 20
+    ]
 
 
 @pytest.mark.parametrize(
@@ -392,8 +405,11 @@ def test_truncated_encrypted_file(conv_path: Path, fernet_key: bytes) -> None:
     codec.save([{"role": "user", "content": "attack at dawn " * 20}])
     data = conv_path.read_bytes()
     conv_path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DecryptionError):
-        codec.load()
+    with pytest.warns(TornTailWarning, match="from byte 0"):  # a cut token: a write that did not complete
+        assert codec.load() == []
+    codec.append_turn({"a": 1})  # sets the cut bytes aside first
+    assert codec.load() == [{"a": 1}]
+    assert (conv_path.parent / f"{conv_path.name}.torn-0").read_bytes() == data[: len(data) // 2]
 
 
 def test_encrypted_file_without_key(conv_path: Path, fernet_key: bytes) -> None:
@@ -418,9 +434,23 @@ def test_fernet_key_without_cryptography(conv_path: Path, fernet_key: bytes, mon
     assert plain.load() == [{"a": 1}]
 
 
-def test_plain_file_loads_with_a_keyed_codec(conv_path: Path, fernet_key: bytes) -> None:
-    ConversationCodec(conv_path).save([{"a": 1}, "two", [3]])
-    assert ConversationCodec(conv_path, fernet_key=fernet_key).load() == [{"a": 1}, "two", [3]]
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_keyed_codec_refuses_unencrypted_data(conv_path: Path, fernet_key: bytes, compressed: bool) -> None:
+    # Whoever can replace the file must not be able to slip unauthenticated messages into an encrypted memory.
+    ConversationCodec(conv_path, compressed=compressed).save([{"a": 1}, "two", [3]])
+    before = conv_path.read_bytes()
+    keyed = ConversationCodec(conv_path, fernet_key=fernet_key)
+    for attempt in (keyed.load, lambda: keyed.load(last=1), keyed.__len__, lambda: list(keyed)):
+        with pytest.raises(UnencryptedFileError, match=r"not encrypted.*\.encrypt\(\)"):
+            attempt()
+    with pytest.raises(UnencryptedFileError):
+        keyed.append_turn({"b": 2})
+    assert conv_path.read_bytes() == before
+    keyed.encrypt()  # what the error says to do
+    assert keyed.load() == [{"a": 1}, "two", [3]]
+    assert b"two" not in conv_path.read_bytes()
+    keyed.encrypt()  # already encrypted: nothing to do
+    assert keyed.load() == [{"a": 1}, "two", [3]]
 
 
 def test_invalid_key_is_rejected_up_front(conv_path: Path) -> None:

@@ -557,8 +557,9 @@ TEXT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 def test_any_json_text_loads_as_the_stdlib_reads_it(conv_path: Path, text: str, before: str, after: str) -> None:
     line = before + text + after
     expected = json.loads(line)
-    conv_path.write_bytes(b'{"first": 1}\n' + line.encode("utf-8") + b"\n")
-    assert_same(ConversationCodec(conv_path).load(), [{"first": 1}, expected])
+    # Not the last line: a last line ending with a TAB would say its turn goes on (docs/FORMAT.md, 1.2).
+    conv_path.write_bytes(b'{"first": 1}\n' + line.encode("utf-8") + b'\n{"last": 2}\n')
+    assert_same(ConversationCodec(conv_path).load(), [{"first": 1}, expected, {"last": 2}])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from _helpers import assert_same
-from conversation_codec import ConversationCodec, DecodeError
+from conversation_codec import ConversationCodec, DecodeError, TornTailWarning
 
 SUITE = Path(__file__).resolve().parent / "jsontestsuite" / "test_parsing"
 
@@ -66,7 +66,9 @@ def strict_utf8(data: bytes) -> bool:
 
 
 def load(path: Path, data: bytes) -> list[Any]:
-    path.write_bytes(data)
+    # Each case as a whole line: a last line without its line break that does not parse is a write cut short
+    # (a torn tail, left out with a warning: test_an_unterminated_case_that_does_not_parse_is_a_torn_tail).
+    path.write_bytes(data if data.endswith(b"\n") else data + b"\n")
     return ConversationCodec(path).load()
 
 
@@ -175,3 +177,19 @@ def test_each_rejected_case_names_its_own_line(conv_path: Path) -> None:
         with pytest.raises(DecodeError) as info:
             load(conv_path, prefix + data)
         assert info.value.lineno == 4, name
+
+
+@pytest.mark.parametrize("name", [n for n in ONE_LINE if n.startswith(("y_", "n_"))])
+def test_an_unterminated_case_is_whole_only_if_it_parses(conv_path: Path, name: str) -> None:
+    # Without its line break, a last line is a message written by hand if it parses, else a write cut short.
+    data = (SUITE / name).read_bytes().removesuffix(b"\n")
+    accepted, expected = stdlib(data)
+    conv_path.write_bytes(b'{"first": 1}\n' + data)
+    codec = ConversationCodec(conv_path)
+    if name in BLANK:
+        assert codec.load() == [{"first": 1}]
+    elif accepted and strict_utf8(data):
+        assert_same(codec.load(), [{"first": 1}, expected])
+    else:
+        with pytest.warns(TornTailWarning, match="from byte 13"):
+            assert codec.load() == [{"first": 1}]

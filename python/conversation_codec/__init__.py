@@ -2,14 +2,28 @@
 
 from ._core import __version__
 from .codec import ConversationCodec
-from .errors import CodecError, DecodeError, DecryptionError, EncodeError, FormatMismatchError
+from .errors import (
+    CodecError,
+    CorruptFileError,
+    DecodeError,
+    DecryptionError,
+    EncodeError,
+    FormatMismatchError,
+    TornTailWarning,
+    UnencryptedFileError,
+)
+from .storage import Report
 
 __all__ = [
     "CodecError",
     "ConversationCodec",
+    "CorruptFileError",
     "DecodeError",
     "DecryptionError",
     "EncodeError",
     "FormatMismatchError",
+    "Report",
+    "TornTailWarning",
+    "UnencryptedFileError",
     "__version__",
 ]

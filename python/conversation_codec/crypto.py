@@ -1,6 +1,7 @@
 """Fernet encryption, through the optional `cryptography` package (pip install "conversation-codec[crypto]").
 
-It is imported only when a codec is given a key, so plain use needs nothing beyond the standard library.
+It is imported only when a codec is given a key, so plain use needs nothing beyond the standard library. Key
+material is never put in a message, a repr or a file name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Protocol, Union
 
 from .errors import DecryptionError
 
-__all__ = ["Cipher", "FernetKey", "decrypt", "make_cipher"]
+__all__ = ["Cipher", "FernetKey", "decrypt", "is_one_token", "make_cipher"]
 
 
 class Cipher(Protocol):
@@ -21,6 +22,9 @@ class Cipher(Protocol):
 
 
 FernetKey = Union[bytes, str, Cipher]
+
+# A Fernet token is urlsafe base64 (with its padding) of 1 + 8 + 16 + 16k + 32 bytes, k >= 1.
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def make_cipher(key: FernetKey) -> Cipher:
@@ -36,15 +40,28 @@ def make_cipher(key: FernetKey) -> Cipher:
     return Fernet(key)
 
 
+def is_one_token(line: bytes) -> bool:
+    """Whether `line` (without its line break) is exactly one Fernet token, with nothing before or after it.
+
+    cryptography's base64 decoding skips characters outside the alphabet, so two tokens joined by a space (one
+    flipped bit in the line break between them) would decrypt as the first alone: such a line is refused here.
+    """
+    if len(line) % 4 or len(line) < 100:
+        return False
+    rest = line.translate(None, _ALPHABET)
+    if rest not in (b"", b"=", b"==") or not line.endswith(rest):
+        return False
+    size = len(line) // 4 * 3 - len(rest)
+    return size >= 73 and (size - 57) % 16 == 0
+
+
 def decrypt(cipher: Cipher, token: bytes, source: str) -> bytes:
     from cryptography.fernet import InvalidToken
 
     try:
         return cipher.decrypt(token)
     except InvalidToken:
-        raise _invalid_token_error()(
-            f"{source}: cannot decrypt: wrong key, or the file was altered or truncated"
-        ) from None
+        raise _invalid_token_error()(f"{source}: cannot decrypt: wrong key, or the data was altered") from None
 
 
 @functools.cache

@@ -1,158 +1,171 @@
-"""Reading and crash-safe writing of whole files.
+"""The system calls of the storage layer: whole reads and writes, flushes, atomic replacement and the writer lock.
 
-`write_atomic` is the one place a conversation file is replaced: the bytes go to a temporary file in the same
-folder, which is flushed to disk and renamed over the target, and the folder is flushed so the rename itself
-survives a power cut. A reader, or a process killed at any instant, sees the old file or the new one, never a
-mix or an empty file. Concurrent writers each use their own temporary file; the last rename wins whole.
+Nothing here knows what a conversation is. The rules it provides:
 
-The bytes come as chunks. When there is more than one, a Rust thread (`_core.BlockWriter`) writes them, and for
-a durable save flushes them to disk every 32 MiB, while the caller encodes the next: it holds no Python object and
-never waits for the GIL, so encoding and disk work overlap and memory stays bounded by the blocks in flight.
+- `read_at` and `write_all` loop until done: one `pread` returns at most 2 GiB - 4 KiB on Linux, and `write` may
+  write less than asked.
+- `flush` is a real flush to stable storage (`F_FULLFSYNC` on macOS, where `fsync` only reaches the drive's cache).
+- `replace` writes a new file beside the target under a fixed temporary name, flushes it, renames it over the
+  target and flushes the folder. The caller holds the target's writer lock, so one temporary name per target is
+  enough, and a temporary file left by a save that was killed is simply replaced by the next save.
+- `WriterLock` is an exclusive `flock` on the data file. It is taken by every writer (save, append, repair) and by
+  nobody else: readers never wait. A lock held by this process cannot be taken again by it (that would wait
+  forever: a `redact` that appends to the file being saved), and a child process forked while a lock is held
+  closes its copy at once, so the lock never outlives its owner (a child keeping an inherited `flock` open would
+  block every later writer).
 
-Writers serialise on an exclusive `flock` of the data file (a save holds it on the file it replaces; an append
-re-checks, once it holds it, that the path still names the file it locked). Readers take their size under a
-shared lock, so they never see an append half written. POSIX only (Linux, macOS): flock, pread, folder fsync.
+POSIX only (Linux, macOS).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
-import secrets
 import stat
-from collections.abc import Generator, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from typing import Union
 
 from . import _core
 
-__all__ = ["Chunk", "locked", "make_private_dirs", "read_chunks", "stable_size", "write_all", "write_atomic"]
+__all__ = [
+    "NEW_DIR_MODE",
+    "NEW_FILE_MODE",
+    "Chunk",
+    "WriterLock",
+    "flush",
+    "make_private_dirs",
+    "read_at",
+    "replace",
+    "side_file",
+    "writer_active",
+    "write_all",
+]
 
 # Conversations hold personal data: new files and folders are private to their owner.
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
-Chunk = Union[bytes, memoryview, _core.Encoded]
-_READ_CHUNK = 4 << 20
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+Chunk = Union[bytes, bytearray, memoryview, _core.Encoded]
+_MAX_READ = 1 << 30  # below Linux's 0x7ffff000-byte cap on one read
+_IOV_MAX = 512
+_NEW_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def read_chunks(path: Path, chunk_size: int = _READ_CHUNK) -> Generator[memoryview, None, None]:
-    """The file's bytes, a block at a time, read into one reused buffer.
-
-    Each block is valid until the next is asked for. Reading into the same memory spares a large load the page
-    faults and the copy of one big `bytes`. Raises FileNotFoundError (on the first `next`) when the file does
-    not exist.
-    """
-    with open(path, "rb", buffering=0) as f:
-        left, _ = stable_size(f.fileno())
-        buffer = bytearray(min(chunk_size, left))
-        view = memoryview(buffer)
-        while left and (n := f.readinto(view[: min(len(buffer), left)])):
-            left -= n
-            yield view[:n]
-
-
-def write_atomic(path: Path, chunks: Iterable[Chunk], *, durable: bool = True, lock: bool = True) -> None:
-    """Replace `path` with the concatenated `chunks`, atomically; with `durable`, surviving a machine crash.
-
-    If `chunks` raises (a message that cannot be encoded), the file is left as it was. An existing file keeps
-    its permission bits; a new one gets 0600. Missing parent folders are created (0700).
-    """
-    directory = path.parent
-    make_private_dirs(directory)
-    if lock:
-        with locked(path, create=False):  # appenders wait, then find the new file
-            _replace(path, chunks, durable)
+def read_at(fd: int, size: int, offset: int) -> bytes:
+    """Exactly `size` bytes at `offset` (fewer only at the end of the file)."""
+    if size <= _MAX_READ:
+        data = os.pread(fd, size, offset)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+        got = len(data)
     else:
-        _replace(path, chunks, durable)
+        parts, got = [], 0
+    while got < size:
+        part = os.pread(fd, min(size - got, _MAX_READ), offset + got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
-def _replace(path: Path, chunks: Iterable[Chunk], durable: bool) -> None:
-    directory = path.parent
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = NEW_FILE_MODE
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, _OPEN_FLAGS, NEW_FILE_MODE)
-    try:
+def write_all(fd: int, *chunks: Chunk) -> None:
+    """Writes every chunk, in order, with as few system calls as the OS allows (writev)."""
+    views = [memoryview(c).cast("B") for c in chunks if len(c)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX]) if len(views) > 1 else os.write(fd, views[0])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+
+
+def flush(fd: int) -> None:
+    """Flushes a file's data (or a folder's entries) to stable storage."""
+    full = getattr(fcntl, "F_FULLFSYNC", None)
+    if full is not None:  # macOS: fsync stops at the drive's volatile cache
         try:
-            _write_chunks(fd, iter(chunks), durable)
-            if mode != NEW_FILE_MODE and hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(directory)
+            fcntl.fcntl(fd, full)
+            return
+        except OSError:
+            pass  # not supported by this file system: fsync is the best there is
+    os.fsync(fd)
 
 
-def make_private_dirs(directory: Path) -> None:
-    # Path.mkdir(parents=True, mode=...) gives the mode to the last folder only; every folder we create is 0700.
+def flush_folder(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        flush(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dirs(directory: str) -> None:
+    """Creates `directory` and its missing parents, each 0700 (Path.mkdir(parents=True) gives the mode to the
+    last one only)."""
     missing = []
-    while not directory.is_dir():
+    while directory and not os.path.isdir(directory):
         missing.append(directory)
-        directory = directory.parent
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
     for folder in reversed(missing):
         with suppress(FileExistsError):
-            folder.mkdir(mode=NEW_DIR_MODE)
+            os.mkdir(folder, NEW_DIR_MODE)
 
 
-@contextmanager
-def locked(path: Path, *, create: bool) -> Iterator[tuple[int, os.stat_result] | None]:
-    """A descriptor of the data file (read/write, appending) under an exclusive lock, with its stat; None if it
-    does not exist and `create` is false. If the file was replaced while we waited for the lock, the new one is
-    locked instead.
+def temporary_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp")
+
+
+def replace(path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | None = None, lock: bool = False) -> int:
+    """Replaces the file at `path` with the concatenated `chunks`, atomically; with `durable`, surviving a power
+    cut once this returns. The caller holds the writer lock of `path`.
+
+    If `chunks` raises (a message that cannot be encoded) or a write fails, `path` is left as it was and the
+    temporary file is removed. The new file gets `mode` (default: the replaced file's permission bits, or 0600).
+    With `lock`, the new file is locked (exclusive flock) before it takes the name, and its descriptor returned
+    open: no writer can get at it before the caller is done. Otherwise -1.
     """
-    flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    if create:
-        flags |= os.O_CREAT
-    name = os.fspath(path)
-    while True:
+    folder = os.path.dirname(path) or "."
+    if mode is None:
         try:
-            fd = os.open(name, flags, NEW_FILE_MODE)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
         except FileNotFoundError:
-            if not create:
-                yield None
-                return
-            make_private_dirs(path.parent)  # only the first append to a new folder gets here
-            fd = os.open(name, flags, NEW_FILE_MODE)
+            mode = NEW_FILE_MODE
+    tmp = temporary_name(path)
+    with suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a save that was killed: we hold the lock, so no save is using it
+    fd = os.open(tmp, _NEW_FLAGS, NEW_FILE_MODE)
+    try:
+        _write_chunks(fd, iter(chunks), durable)
+        if mode != NEW_FILE_MODE:
+            os.fchmod(fd, mode)
+        if durable:
+            flush(fd)
+        if lock:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
         try:
-            _lock(fd, shared=False)
-            st = os.fstat(fd)
-            if st.st_ino == os.stat(name).st_ino:
-                break
-        except FileNotFoundError:
-            pass  # replaced or removed while we waited: try the path again
+            flush_folder(folder)
         except BaseException:
             os.close(fd)
             raise
-        os.close(fd)
-    try:
-        yield fd, st
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def stable_size(fd: int) -> tuple[int, int]:
-    """The size and identity (inode) of an open file, taken between two appends, never in the middle of one:
-    reading no further than this size, a reader sees whole frames even while others append."""
-    _lock(fd, shared=True)
-    try:
-        st = os.fstat(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    return st.st_size, st.st_ino
-
-
-def _lock(fd: int, *, shared: bool) -> None:
-    fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    if lock:
+        return fd
+    os.close(fd)
+    return -1
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
@@ -163,34 +176,151 @@ def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
     if second is None:  # one chunk, the usual small save: no thread to start
         write_all(fd, first)
         return
-    writer = _core.BlockWriter(fd, durable=durable)
-    try:
+    # A Rust thread writes while we encode the next block; it never needs the GIL (src/writer.rs).
+    with _core.BlockWriter(fd, durable=durable) as writer:
         writer.put(first)
         writer.put(second)
         for chunk in chunks:
             writer.put(chunk)
-    finally:
-        writer.close()  # waits for the queued blocks; raises the first write error
 
 
-def write_all(fd: int, *chunks: Chunk) -> None:
-    """Writes every chunk, in order, with as few system calls as the OS allows (writev)."""
-    views = [memoryview(c).cast("B") for c in chunks if len(c)]
-    while views:
-        written = os.writev(fd, views[:_IOV_MAX]) if len(views) > 1 and _HAS_WRITEV else os.write(fd, views[0])
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
-
-
-_IOV_MAX = 512
-_HAS_WRITEV = hasattr(os, "writev")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+def side_file(path: str, suffix: str, data: bytes, *, durable: bool) -> str:
+    """Writes `data` to a new file `<path><suffix>` (or `<path><suffix>.<n>` if that name is taken: nothing is
+    ever overwritten) and returns its name."""
+    folder = os.path.dirname(path) or "."
+    n = 0
+    while True:
+        name = path + suffix + (f".{n}" if n else "")
+        try:
+            fd = os.open(name, _NEW_FLAGS, NEW_FILE_MODE)
+        except FileExistsError:
+            n += 1
+            continue
+        break
     try:
-        os.fsync(fd)
+        write_all(fd, data)
+        if durable:
+            flush(fd)
     finally:
         os.close(fd)
+    if durable:
+        flush_folder(folder)
+    return name
+
+
+# ---- the writer lock -------------------------------------------------------------------------------------------
+
+# Descriptors this process holds writer locks through, and the files (device, inode) they lock, with the thread.
+_held: dict[int, tuple[tuple[int, int], int]] = {}
+_held_guard = threading.Lock()
+
+
+def _forget_locks_in_child() -> None:
+    # The child has only the thread that forked: no operation of another thread goes on in it. Its copies of the
+    # locked descriptors would keep the parent's locks alive for as long as the child lives.
+    for fd in list(_held):
+        with suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+class WriterLock:
+    """The exclusive lock of a data file, held for one write: `fd` is the file open read/write (appending), `st`
+    its status when the lock was taken.
+
+    If the file was replaced (a save renamed another over it) or removed while we waited, the lock is taken on
+    what the path names now. With `create`, a missing file is created (0600, private parent folders).
+    """
+
+    fd: int
+    st: os.stat_result
+    created: bool  # the file did not exist: this lock created it (empty)
+
+    def __init__(self, path: str, *, create: bool) -> None:
+        self.path = path
+        self._create = create
+        self.fd = -1
+
+    def __enter__(self) -> WriterLock | None:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        self.created = False
+        while True:
+            try:
+                fd = os.open(self.path, flags | (os.O_CREAT | os.O_EXCL if self.created else 0), NEW_FILE_MODE)
+            except FileNotFoundError:
+                if not self._create:
+                    return None
+                make_private_dirs(os.path.dirname(self.path))
+                self.created = True  # the next try creates it, unless another writer does first
+                continue
+            except FileExistsError:
+                self.created = False
+                continue
+            try:
+                st = os.fstat(fd)
+                self._claim(fd, st)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    st = os.fstat(fd)
+                    now = os.stat(self.path)
+                except BaseException:
+                    self._release(fd)
+                    raise
+                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    self.fd, self.st = fd, st
+                    return self
+                self._release(fd)
+            except FileNotFoundError:
+                pass  # replaced or removed while we waited: try the path again
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            self.created = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            self._release(self.fd)
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+    def adopt(self, fd: int) -> None:
+        """Holds the lock through `fd` (a new file that took the path, already locked) instead."""
+        st = os.fstat(fd)
+        with _held_guard:
+            _held[fd] = ((st.st_dev, st.st_ino), threading.get_ident())
+        self.__exit__()
+        self.fd, self.st = fd, st
+
+    @staticmethod
+    def _claim(fd: int, st: os.stat_result) -> None:
+        identity = (st.st_dev, st.st_ino)
+        me = threading.get_ident()
+        with _held_guard:
+            for owned, thread in _held.values():
+                if owned == identity and thread == me:
+                    raise RuntimeError(
+                        "this thread already writes to this conversation file (a redact callback or a save's "
+                        "iterator that writes to the file being written would wait for itself forever)"
+                    )
+            _held[fd] = (identity, me)
+
+    @staticmethod
+    def _release(fd: int) -> None:
+        with _held_guard:
+            _held.pop(fd, None)
+
+
+def writer_active(fd: int) -> bool:
+    """Whether some writer holds the lock of the open file right now (without waiting for it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False

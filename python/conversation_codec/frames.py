@@ -1,22 +1,47 @@
-"""Frames: the units a data file is cut into (docs/FORMAT.md, 1.2), and how JSONL becomes a stored frame.
+"""Frames: the units a conversation is stored in (docs/FORMAT.md, 1.2), independent of where they are stored.
 
-A frame is a run of whole JSONL lines written together: a block of a save, or one append. Stored, it is the JSONL
-itself (plain), a gzip member (compressed), or a Fernet token line (encrypted; holding a gzip member when also
-compressed). `Framing` seals blocks for one codec's options and opens a stored frame back into JSONL; `split` finds
-the stored frames in a stretch of the data file.
+A frame is a run of whole JSONL lines written together: a block of a save, or one appended turn. Stored, it is
+the JSONL itself (plain), a gzip member (compressed), or a Fernet token line (encrypted; holding a gzip member
+when also compressed). This module seals JSONL into stored frames, opens them back, and finds the whole frames in a
+stretch of stored bytes, telling a torn end (a write cut short) from damage. It knows nothing of files or locks.
+
+Two rules make a turn land whole or not at all, told from the stored bytes alone:
+- plain: a turn of several messages starts with a TAB, and every line of it but the last ends with a TAB before
+  its line break (JSON whitespace: every JSON reader ignores it). A line break after a TAB does not end a turn, and
+  a last line without its line break that starts with a TAB is a turn cut short, so a turn cut anywhere is seen to
+  be unfinished;
+- gzip and encrypted: a turn is one member or one token, which is whole or detectably cut short.
+
+An encrypted frame starts (inside the authenticated plaintext) with a header that binds it to its conversation
+and its place in it: a random id per conversation, the number of messages before the frame and its own count. A
+reader checks them as it goes, so frames cannot be dropped, reordered, duplicated or spliced in from elsewhere.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import struct
 from collections.abc import Iterable, Iterator
-from typing import Union
+from typing import NamedTuple, Optional, Union
 
 from . import _core, crypto
-from .errors import CodecError, DecryptionError, FormatMismatchError
+from .errors import CorruptFileError, DecryptionError, FormatMismatchError, UnencryptedFileError
 
-__all__ = ["FERNET", "FRAME_BYTES", "GZIP", "PLAIN", "Frame", "Framing", "gunzip", "kind_of", "split"]
+__all__ = [
+    "FERNET",
+    "GZIP",
+    "PLAIN",
+    "Binding",
+    "Framing",
+    "Opened",
+    "Record",
+    "Scan",
+    "kind_of",
+    "last_turn_start",
+    "mark_turn",
+    "scan",
+]
 
 PLAIN = "plain"
 GZIP = "gzip"
@@ -31,29 +56,139 @@ GZIP_FRAME_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 # Frames compressed together, in parallel in Rust (GIL released): a few per core keep every core busy.
 _BATCH = 4 * (os.cpu_count() or 1)
+_WHITESPACE = b" \t\r\n"
+# Every Fernet token starts with the version byte 0x80, which base64url writes as "gA"; no JSON text starts with
+# "g" or 0x1F, so the first byte that is not whitespace tells the kind.
+_TOKEN_START = ord("g")
+_GZIP_START = 0x1F
 
-Frame = tuple[int, int, int]  # (offset in the data file, stored length, messages)
+# The header of an encrypted frame's plaintext: magic, conversation id, messages before, messages in the frame.
+_BOUND = struct.Struct("<4s16sQI")
+_BOUND_MAGIC = b"\x00CC\x01"
+ID_BYTES = 16
+
 Stored = Union[bytes, memoryview, _core.Encoded]
 
-_WHITESPACE = frozenset(b" \t\r\n")
-# Every Fernet token starts with the version byte 0x80, which base64url writes as "gA"; no JSON text starts with
-# "g", so the first byte that is not whitespace tells an encrypted file from a plain one.
-_TOKEN_START = ord("g")
+
+class Record(NamedTuple):
+    """Where one stored frame sits and which messages it holds: what the index keeps per frame."""
+
+    offset: int
+    length: int
+    count: int
+    before: int
+    crc: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def after(self) -> int:
+        """The number of messages up to the end of this frame."""
+        return self.before + self.count
 
 
-def kind_of(head: Stored) -> str | None:
-    """The kind of a data file from its first bytes, or None for an empty (or blank) one."""
-    view = memoryview(head).cast("B")
-    if bytes(view[:2]) == _GZIP_MAGIC:
+class Scan(NamedTuple):
+    """The whole frames found in a stretch of stored bytes, and what follows them.
+
+    `frames` are (offset, length, count); count is -1 for an encrypted frame (known once decrypted). `end` is where
+    the whole frames end. Past it the stretch holds either nothing, a torn write (`torn`: a frame cut short at the
+    end of the data), or `damage` (offset, reason): bytes that no write, whole or cut short, leaves.
+    """
+
+    frames: list[tuple[int, int, int]]
+    end: int
+    torn: bool
+    damage: Optional[tuple[int, str]]
+
+
+class Opened(NamedTuple):
+    """The JSONL of one stored frame, with its binding when it is an encrypted frame that has one."""
+
+    jsonl: bytes
+    conversation: Optional[bytes]
+    before: Optional[int]
+    count: Optional[int]
+
+
+def kind_of(first: int | None) -> str | None:
+    """The kind of stored data from its first byte that is not JSON whitespace (None: there is none)."""
+    if first is None:
+        return None
+    if first == _GZIP_START:
         return GZIP
-    for byte in view:
-        if byte not in _WHITESPACE:
-            return FERNET if byte == _TOKEN_START else PLAIN
-    return None
+    return FERNET if first == _TOKEN_START else PLAIN
+
+
+def first_byte(data: bytes) -> tuple[int, int] | None:
+    """The offset and value of the first byte of `data` that is not JSON whitespace, or None."""
+    stripped = len(data) - len(data.lstrip(_WHITESPACE))
+    return None if stripped == len(data) else (stripped, data[stripped])
+
+
+def mark_turn(jsonl: Stored) -> bytes:
+    """Plain JSONL of a turn of several messages, with its TABs: one first, one before every line break but the
+    last."""
+    data = bytes(jsonl)
+    return b"\t" + data[:-1].replace(b"\n", b"\t\n") + b"\n"
+
+
+def last_turn_start(data: bytes) -> int:
+    """Where the last turn of plain data starts: just past its last line break not preceded by a TAB (or 0)."""
+    i = len(data)
+    while (i := data.rfind(b"\n", 0, i)) >= 0:
+        if i == 0 or data[i - 1] != 9:
+            return i + 1
+    return 0
+
+
+def scan(kind: str, data: bytes, base: int) -> Scan:
+    """The whole frames in `data`, stored bytes of `kind` that start at offset `base`, at a frame's start."""
+    if kind == PLAIN:
+        plain, end, error = _core.scan_plain(data, base=base)
+        if error is None and end == base + len(data) and data[-1:] not in (b"", b"\n"):
+            start = last_turn_start(data)
+            if data[start : start + 1] == b"\t":  # the first line of a turn of several, cut short
+                plain, end, error = _core.scan_plain(data[:start], base=base)
+                end = base + start if error is None else end
+        frames = [(offset, length, count) for offset, length, count, _ in plain]
+        if error is not None:
+            return Scan(frames, end, False, error)
+        return Scan(frames, end, end < base + len(data), None)
+    if kind == GZIP:
+        members, stop = _core.scan_gzip(data, base=base)
+        end = members[-1][0] + members[-1][1] if members else base
+        if stop is None:
+            return Scan(members, end, False, None)
+        offset, truncated, reason = stop
+        return Scan(members, end, truncated, None if truncated else (offset, reason))
+    return _scan_tokens(data, base)
+
+
+def _scan_tokens(data: bytes, base: int) -> Scan:
+    frames: list[tuple[int, int, int]] = []
+    start = 0
+    while start < len(data):
+        newline = data.find(b"\n", start)
+        end = len(data) if newline < 0 else newline + 1
+        line = data[start : newline if newline >= 0 else end].rstrip(b"\r")
+        if line.strip(_WHITESPACE):
+            if not crypto.is_one_token(line.strip(_WHITESPACE)):
+                if newline < 0:  # cut short
+                    return Scan(frames, base + start, True, None)
+                return Scan(frames, base + start, False, (base + start, "a line that is not one Fernet token"))
+            if newline < 0 and (frames or base + start > 0):
+                # Only the original design's one-token file lacks the final line break; a frame of ours without
+                # it is an append cut short.
+                return Scan(frames, base + start, True, None)
+            frames.append((base + start, end - start, -1))
+        start = end
+    return Scan(frames, base + len(data), False, None)
 
 
 class Framing:
-    """How one codec's blocks of JSONL are stored: as they are, as gzip members, as Fernet tokens, or both."""
+    """How one codec stores JSONL: as it is, as gzip members, as Fernet tokens, or both; and what it accepts."""
 
     def __init__(self, cipher: crypto.Cipher | None, compressed: bool = False, level: int = 6) -> None:
         self.cipher = cipher
@@ -62,72 +197,112 @@ class Framing:
         self.kind = FERNET if cipher is not None else GZIP if compressed else PLAIN
         self.frame_bytes = GZIP_FRAME_BYTES if compressed else FRAME_BYTES
 
-    def seal(self, block: Stored, count: int) -> Stored:
-        """One block of `count` messages as a stored frame."""
+    def seal(self, jsonl: Stored, count: int, *, before: int, conversation: bytes, turn: bool = False) -> Stored:
+        """One frame of `count` messages stored: `before` messages precede it in the conversation `conversation`
+        (the encrypted kind's id). A `turn` of several plain messages gets its TABs."""
         if self.compressed:
-            block = _core.gzip_member(bytes(block), level=self.level, count=count)
-        if self.cipher is not None:
-            block = self.cipher.encrypt(bytes(block)) + b"\n"  # Fernet takes only `bytes`
-        return block
+            jsonl = _core.gzip_member(bytes(jsonl), level=self.level, count=count)
+        elif turn and count > 1 and self.cipher is None:
+            jsonl = mark_turn(jsonl)
+        if self.cipher is None:
+            return jsonl
+        return self._encrypt(jsonl, count, before, conversation)
 
-    def seal_all(self, blocks: Iterable[_core.Encoded]) -> Iterator[tuple[Stored, int]]:
+    def _encrypt(self, body: Stored, count: int, before: int, conversation: bytes) -> bytes:
+        assert self.cipher is not None
+        plaintext = _BOUND.pack(_BOUND_MAGIC, conversation, before, count) + bytes(body)
+        return self.cipher.encrypt(plaintext) + b"\n"
+
+    def seal_all(self, blocks: Iterable[_core.Encoded], conversation: bytes) -> Iterator[tuple[Stored, int]]:
         """Each block as a stored frame with its message count; compressed a batch at a time on all cores."""
+        before = 0
         if not self.compressed:
             for block in blocks:
-                yield self.seal(block, block.count), block.count
+                yield self.seal(block, block.count, before=before, conversation=conversation), block.count
+                before += block.count
             return
         pending = iter(blocks)
         while batch := list(itertools.islice(pending, _BATCH)):
             counts = [b.count for b in batch]
             members = _core.gzip_members([bytes(b) for b in batch], counts, level=self.level)
             for member, count in zip(members, counts):
-                yield (member if self.cipher is None else self.cipher.encrypt(member) + b"\n"), count
+                if self.cipher is None:
+                    yield member, count
+                else:
+                    yield self._encrypt(member, count, before, conversation), count
+                before += count
 
-    def open(self, stored: bytes, source: str) -> bytes:
-        """The JSONL of one stored frame: a token is decrypted, and a gzip member (inside one or not) inflated."""
-        if self.cipher is not None:
-            stored = crypto.decrypt(self.cipher, stored, source)
-        return gunzip(stored, source) if stored[:2] == _GZIP_MAGIC else stored
+    def open(self, stored: bytes, source: str, offset: int) -> Opened:
+        """The JSONL of the stored frame at `offset`: a token is decrypted, and a gzip member (inside one or not)
+        inflated."""
+        if self.cipher is None:
+            if stored[:2] == _GZIP_MAGIC:
+                return Opened(_core.gunzip(stored, base=offset, source=source), None, None, None)
+            return Opened(stored, None, None, None)
+        plaintext = crypto.decrypt(self.cipher, stored.strip(_WHITESPACE), f"{source} (frame at byte {offset})")
+        conversation = before = count = None
+        if plaintext[:4] == _BOUND_MAGIC:
+            if len(plaintext) < _BOUND.size:
+                raise CorruptFileError(source, offset, "an encrypted frame's header is cut short")
+            _, conversation, before, count = _BOUND.unpack_from(plaintext)
+            plaintext = plaintext[_BOUND.size :]
+        if plaintext[:2] == _GZIP_MAGIC:
+            plaintext = _core.gunzip(plaintext, base=0, source=f"{source} (frame at byte {offset})")
+        return Opened(plaintext, conversation, before, count)
 
     def check(self, kind: str | None, source: str, *, writing: bool) -> None:
-        """Refuse a data file of another kind than this codec's options."""
+        """Refuse stored data of a kind this codec must not read or extend."""
         if kind is None or kind == self.kind:
             return
+        if self.cipher is not None:
+            raise UnencryptedFileError(
+                f"{source}: the file is {kind}, not encrypted, and this codec has a key: a codec with a key reads and "
+                "extends only encrypted conversations, so that whoever can write the file cannot slip "
+                "unauthenticated messages into it. To encrypt this conversation, call .encrypt() on this codec"
+            )
+        if kind == FERNET:
+            action = "write to" if writing else "read"
+            error = FormatMismatchError if writing else DecryptionError
+            raise error(f"{source}: the file is {kind} (encrypted); pass fernet_key= to {action} it")
         if writing:
             raise FormatMismatchError(
                 f"{source}: the file is {kind}, but this codec writes {self.kind}: "
                 "open it with the options it was written with"
             )
-        if kind == FERNET and self.cipher is None:
-            raise DecryptionError(f"{source}: the file is encrypted; pass fernet_key= to read it")
 
 
-def split(kind: str, data: bytes, base: int) -> list[Frame]:
-    """The stored frames in `data`, which starts at offset `base` of the data file.
+class Binding:
+    """Checks, frame after frame, that encrypted frames are in their place: same conversation, consecutive message
+    numbers. Frames of the original design carry no header; one is accepted only as the very first frame."""
 
-    Plain JSONL is cut into frames of about FRAME_BYTES of whole lines, its messages counted in Rust. Encrypted
-    data is cut at its token lines; their message counts are not known until decrypted (-1).
-    """
-    if kind == PLAIN:
-        return [(offset, length, count) for offset, length, count, _ in _core.scan_plain(data, base=base)]
-    if kind == GZIP:
-        try:
-            return _core.scan_gzip(data, base=base)
-        except ValueError as exc:
-            raise CodecError(f"{exc}") from None
-    frames = []
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end + 1
-        frames.append((base + start, end - start, -1))
-        start = end
-    return frames
+    def __init__(self, source: str, *, conversation: bytes | None = None, before: int = 0) -> None:
+        self.source = source
+        self.conversation = conversation
+        self.before = before
+        self.first = before == 0 and conversation is None
 
-
-def gunzip(data: bytes, source: str) -> bytes:
-    """The JSONL of one or more gzip members (inflated in parallel in Rust)."""
-    try:
-        return _core.gunzip(data)
-    except ValueError as exc:
-        raise CodecError(f"{source}: {exc}") from None
+    def check(self, opened: Opened, count: int, offset: int) -> None:
+        """`count` is the number of messages the frame's JSONL holds."""
+        if opened.before is None:
+            if not self.first:
+                raise CorruptFileError(
+                    self.source, offset, "an encrypted frame without its header after the first frame"
+                )
+        else:
+            if self.conversation is None:
+                self.conversation = opened.conversation
+            elif opened.conversation != self.conversation:
+                raise CorruptFileError(self.source, offset, "an encrypted frame of another conversation")
+            if opened.before != self.before:
+                raise CorruptFileError(
+                    self.source,
+                    offset,
+                    f"an encrypted frame out of place: it follows message {opened.before}, but {self.before} "
+                    "messages precede it (frames dropped, duplicated or reordered)",
+                )
+            if opened.count != count:
+                raise CorruptFileError(
+                    self.source, offset, f"an encrypted frame says it holds {opened.count} messages, not {count}"
+                )
+        self.first = False
+        self.before += count

@@ -1,127 +1,142 @@
 """The index file (docs/FORMAT.md, section 2): where each frame of a data file starts and how many messages it
 holds, so that the count and the last messages of a long conversation are found without reading all of it.
 
-It is a cache and only a cache. `read_tail` returns records only from an index written for this very data file
-(same identity) whose records are intact and follow on from each other; the caller then checks the CRC of every
-frame it reads against its record. Anything that does not hold, and the index is rebuilt from the data.
-Records are (offset, stored length, messages, messages before, CRC-32 of the stored frame).
+It is a cache and only a cache. Anyone may read it; what it says is used only when it was written for this very
+data file (device and inode), its records are intact (each has its CRC) and follow on from each other, and every
+frame read through it has the CRC its record gives. Only a writer holding the data file's lock writes it
+(`Index.write` and `Index.extend` take the lock), so a reader racing a writer can never leave a stale index behind.
+A failure to write it (a full disk, a read-only folder) never fails the write it follows: the index is dropped.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import BinaryIO
+from contextlib import suppress
 
 from . import _core, files
+from .frames import Record
 
-__all__ = ["Record", "last_record", "open_for_append", "path_for", "read_tail", "remove", "write"]
+__all__ = ["Index"]
 
-Record = tuple[int, int, int, int, int]
 HEADER = 32
 RECORD = 32
 SUFFIX = ".idx"
+Identity = tuple[int, int]  # (st_dev, st_ino) of the data file
 
 
-def path_for(data_path: Path) -> Path:
-    return data_path.with_name(data_path.name + SUFFIX)
+class Index:
+    """The index beside one data file."""
 
+    def __init__(self, data_path: str) -> None:
+        self.path = data_path + SUFFIX
 
-def end(record: Record) -> int:
-    return record[0] + record[1]
+    # ---- reading (anyone) ----------------------------------------------------------------------------------
 
-
-def after(record: Record) -> int:
-    """The number of messages up to the end of the record's frame."""
-    return record[3] + record[2]
-
-
-def read_tail(data_path: Path, identity: int, data_size: int, messages: int) -> list[Record] | None:
-    """The last records of the index, enough of them to hold the last `messages` messages (and at least one).
-
-    None when there is no index for this data file (missing, written for another file, damaged, or pointing past
-    its end).
-    """
-    try:
-        with open(path_for(data_path), "rb") as f:
-            records = _read_records(f, identity, messages)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if records is None or end(records[-1]) > data_size:
-        return None
-    # Only the frames needed: drop the older ones that the last `messages` messages do not reach.
-    first_needed = after(records[-1]) - messages
-    while len(records) > 1 and after(records[0]) <= first_needed:
-        records.pop(0)
-    return records
-
-
-def _read_records(f: BinaryIO, identity: int, messages: int) -> list[Record] | None:
-    """Records from the end of the open index, back until they hold `messages` messages."""
-    size = os.fstat(f.fileno()).st_size
-    if size < HEADER + RECORD or (size - HEADER) % RECORD:
-        return None
-    if _core.parse_index_header(f.read(HEADER)) != identity:
-        return None
-    records: list[Record] = []
-    high = low = (size - HEADER) // RECORD
-    step = 8
-    while high > 0:
-        low = max(0, high - step)
-        f.seek(HEADER + low * RECORD)
+    def last(self, identity: Identity, data_size: int) -> tuple[Record, int] | None:
+        """The last record and the index's size, if the index is this data file's and the record intact and
+        within the data. Two reads whatever the index's length: what keeps an append's cost flat."""
         try:
-            block = _core.unpack_records(f.read((high - low) * RECORD))
-        except ValueError:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             return None
-        if records and (end(block[-1]) != records[0][0] or after(block[-1]) != records[0][3]):
+        try:
+            size = os.fstat(fd).st_size
+            if not self._valid_size(size) or _core.parse_index_header(os.pread(fd, HEADER, 0)) != identity:
+                return None
+            (record,) = _core.unpack_records(os.pread(fd, RECORD, size - RECORD))
+        except (OSError, ValueError):  # unreadable (a folder in its place?) or damaged
             return None
-        records = block + records
-        if after(records[-1]) - records[0][3] >= messages:
-            break
-        high = low
-        step *= 8
-    if low == 0 and (records[0][0], records[0][3]) != (0, 0):
-        return None
-    return records
+        finally:
+            os.close(fd)
+        last = Record(*record)
+        if last.end > data_size or (size == HEADER + RECORD and (last.offset, last.before) != (0, 0)):
+            return None
+        return last, size
 
+    def tail(self, identity: Identity, data_size: int, messages: int) -> list[Record] | None:
+        """The last records, enough of them to hold the last `messages` messages (and at least one); None when
+        there is no sound index for this data file."""
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if not self._valid_size(size) or _core.parse_index_header(f.read(HEADER)) != identity:
+                    return None
+                records = self._read_back(f, size, messages)
+        except OSError:
+            return None
+        if records is None or records[-1].end > data_size:
+            return None
+        first_needed = records[-1].after - messages
+        while len(records) > 1 and records[0].after <= first_needed:
+            records.pop(0)
+        return records
 
-def open_for_append(index_path: str) -> int | None:
-    """The index opened to read its end and append to it (the fast path of `append_turn`), or None."""
-    try:
-        return os.open(index_path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    @staticmethod
+    def _valid_size(size: int) -> bool:
+        return size >= HEADER + RECORD and (size - HEADER) % RECORD == 0
 
+    @staticmethod
+    def _read_back(f: object, size: int, messages: int) -> list[Record] | None:
+        """Records from the end of the open index, back until they hold `messages` messages."""
+        assert hasattr(f, "seek") and hasattr(f, "read")
+        records: list[Record] = []
+        high = low = (size - HEADER) // RECORD
+        step = 8
+        while high > 0:
+            low = max(0, high - step)
+            f.seek(HEADER + low * RECORD)
+            try:
+                block = [Record(*r) for r in _core.unpack_records(f.read((high - low) * RECORD))]
+            except ValueError:
+                return None
+            if records and (block[-1].end != records[0].offset or block[-1].after != records[0].before):
+                return None
+            records = block + records
+            if records[-1].after - records[0].before >= messages:
+                break
+            high = low
+            step *= 8
+        if low == 0 and (records[0].offset, records[0].before) != (0, 0):
+            return None
+        return records
 
-def last_record(fd: int, identity: int, data_size: int) -> Record | None:
-    """The last record of the open index, if the index is this data file's and the record intact and within it.
+    # ---- writing (the writer holding the data file's lock) ---------------------------------------------------
 
-    Two reads, whatever the index's length: what keeps an append's cost flat.
-    """
-    size = os.fstat(fd).st_size
-    if size < HEADER + RECORD or (size - HEADER) % RECORD:
-        return None
-    if _core.parse_index_header(os.pread(fd, HEADER, 0)) != identity:
-        return None
-    try:
-        (record,) = _core.unpack_records(os.pread(fd, RECORD, size - RECORD))
-    except ValueError:
-        return None
-    if end(record) > data_size or (size == HEADER + RECORD and (record[0], record[3]) != (0, 0)):
-        return None
-    return record
+    def write(self, lock: files.WriterLock, identity: Identity, records: list[Record]) -> int:
+        """A new index for the data file, replacing any other (atomic; not flushed to disk: it is a cache).
+        Returns its size, or 0 if it could not be written (then no index is left)."""
+        assert lock.fd >= 0, "only the writer holding the lock writes the index"
+        if len(records) < 2:  # one frame is read whole anyway
+            self.drop(lock)
+            return 0
+        try:
+            payload = _core.index_header(*identity) + _core.pack_records(records)
+            files.replace(self.path, [payload], durable=False, mode=files.NEW_FILE_MODE)
+        except (OSError, ValueError):  # ValueError: a frame too long for the format
+            self.drop(lock)
+            return 0
+        return len(payload)
 
+    def extend(self, lock: files.WriterLock, size: int, records: list[Record]) -> int:
+        """Adds records at the end of the index, which the caller found sound and `size` bytes long. Returns the
+        new size, or 0 if it could not be written (then no index is left)."""
+        assert lock.fd >= 0, "only the writer holding the lock writes the index"
+        try:
+            payload = _core.pack_records(records)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_size != size:  # changed since it was read: rewrite it rather than guess
+                    raise OSError("index changed")
+                os.pwrite(fd, payload, size)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            self.drop(lock)
+            return 0
+        return size + len(payload)
 
-def write(data_path: Path, identity: int, records: list[Record]) -> None:
-    """A new index for the data file, replacing any other (atomic, not flushed to disk: it is a cache)."""
-    payload = _core.index_header(identity) + _core.pack_records(records)
-    files.write_atomic(path_for(data_path), [payload], durable=False, lock=False)
-
-
-def append(fd: int, records: list[Record]) -> None:
-    """Records at the end of the open index (which the caller has just checked)."""
-    files.write_all(fd, _core.pack_records(records))
-
-
-def remove(data_path: Path) -> None:
-    path_for(data_path).unlink(missing_ok=True)
+    def drop(self, lock: files.WriterLock) -> None:
+        # If even the removal fails (a read-only folder), the index left behind no longer matches the data file
+        # (its records end before the data does, or its identity is another file's): readers check and scan.
+        with suppress(OSError):
+            os.unlink(self.path)

@@ -1,0 +1,656 @@
+"""The storage layer: one conversation's frames in one data file, read without locks and written under one.
+
+The rules, all of them here:
+
+- **The data file alone is the conversation.** Its whole frames are the acknowledged messages; bytes after them
+  that do not make a whole frame are a *torn tail*, a write that did not complete (frames.scan tells it from
+  damage). The index (index.py) is a cache that only speeds up finding frames.
+- **Readers never wait and never write.** They take the file's size and read whole frames up to it; a torn tail
+  is left out, with a `TornTailWarning` unless a writer holds the lock right now (then it is a write in progress).
+  Damage anywhere else is a `CorruptFileError` naming the byte offset.
+- **Writers hold the writer lock** (files.WriterLock) for their whole operation. Before writing, a writer makes
+  the file end with a whole frame: a torn tail is moved to a side file `<name>.torn-<offset>` (nothing is ever
+  deleted) and cut off. An encrypted conversation's key is proven (its last frame decrypted) before anything is
+  written. A failed append is cut back off before the error is raised. Only a lock holder writes the index, and a
+  failure to write it never fails the write.
+- A writer remembers what it left (identity, size, modification time, message count): when the next write finds
+  the file exactly so, nothing needs to be read again. That is what makes an append cost the same whatever the
+  conversation's length.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
+
+from . import _core, files
+from .errors import CodecError, CorruptFileError, TornTailWarning
+from .frames import FERNET, GZIP, PLAIN, Binding, Framing, Record, Scan, first_byte, kind_of, scan
+from .index import Identity, Index
+
+__all__ = ["FileStore", "Report"]
+
+_READ_BLOCK = 4 << 20
+_HEAD = 4096  # bytes read first to tell a file's kind
+_BACK = 64 << 10  # bytes read at a time when looking back for the last whole turn
+_TAB_NEWLINE = b"\t\n"
+
+
+@dataclass
+class Report:
+    """What `verify()` found. `ok` is true when every frame reads back and nothing is torn or damaged."""
+
+    ok: bool
+    messages: int
+    frames: int
+    torn_tail_bytes: int
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    index: str = "none"  # "none", "sound" or what is wrong with it
+
+
+class View(NamedTuple):
+    """The data file open for reading, as it was when opened: its size, identity and kind."""
+
+    fd: int
+    size: int
+    identity: Identity
+    kind: str
+    start: int  # the first byte that is not whitespace
+
+
+class Known(NamedTuple):
+    """What a writer left the file as, so that its next write need not read it again."""
+
+    identity: Identity
+    size: int
+    mtime: int
+    count: int
+    conversation: bytes
+    index_size: int
+    records: Optional[list[Record]]  # every frame's record, while the file has no index yet
+
+
+class FileStore:
+    """One conversation stored in the data file at `path` (and its index beside it)."""
+
+    def __init__(self, path: str, framing: Framing, *, durable: bool) -> None:
+        self.path = path
+        self.source = path
+        self.framing = framing
+        self.durable = durable
+        self.index = Index(path)
+        self._known: Known | None = None
+
+    # ================================================================================================ reading
+
+    @contextmanager
+    def reading(self) -> Iterator[View | None]:
+        """The data file open for reading, or None when it is missing or holds no frame."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            yield None
+            return
+        try:
+            st = os.fstat(fd)
+            head = self._head(fd, st.st_size)
+            if head is None:
+                yield None
+                return
+            kind = kind_of(head[1])
+            assert kind is not None
+            self.framing.check(kind, self.source, writing=False)
+            yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head[0])
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _head(fd: int, size: int) -> tuple[int, int] | None:
+        """The offset and value of the file's first byte that is not whitespace (None: an empty or blank file)."""
+        offset, block = 0, _HEAD
+        while offset < size:
+            data = os.pread(fd, min(block, size - offset), offset)
+            if not data:
+                return None
+            found = first_byte(data)
+            if found is not None:
+                return offset + found[0], found[1]
+            offset += len(data)
+            block = _READ_BLOCK
+        return None
+
+    def load(self, view: View) -> list[Any]:
+        if view.kind == PLAIN:
+            end = self._plain_end(view)
+            decoder = _core.LineDecoder(source=self.source)
+            messages: list[Any] = []
+            for chunk in _blocks(view.fd, 0, end):
+                messages += decoder.feed(chunk)
+            messages += decoder.finish()
+            return messages
+        data = files.read_at(view.fd, view.size - view.start, view.start)
+        found = self._scan(view, data, view.start)
+        return self._decode(view.kind, data, view.start, found.frames, Binding(self.source))
+
+    def tail(self, view: View, last: int) -> list[Any]:
+        records = self.index.tail(view.identity, view.size, last)
+        if records is not None:
+            start = records[0].offset
+            data = files.read_at(view.fd, view.size - start, start)
+            if _crcs_match(data, start, records):
+                past = records[-1].end
+                found = self._scan(view, data[past - start :], past)
+                frames = [(r.offset, r.length, r.count) for r in records] + found.frames
+                binding = Binding(self.source, before=records[0].before)
+                return self._decode(view.kind, data, start, frames, binding)[-last:]
+        return self.load(view)[-last:]
+
+    def count(self, view: View) -> int:
+        before, start = 0, view.start
+        found_last = self.index.last(view.identity, view.size)
+        if found_last is not None:
+            last = found_last[0]
+            frame = files.read_at(view.fd, last.length, last.offset)
+            if _core.crc32(frame) == last.crc:
+                before, start = last.after, last.end
+                if view.kind == FERNET:  # the index must not answer for a key that cannot read the file
+                    self._open_counted(frame, last.offset, Binding(self.source, before=last.before))
+        data = files.read_at(view.fd, view.size - start, start)
+        found = self._scan(view, data, start)
+        if view.kind != FERNET:
+            return before + sum(count for _, _, count in found.frames)
+        binding = Binding(self.source, before=before)
+        for offset, length, _ in found.frames:
+            self._open_counted(data[offset - start : offset - start + length], offset, binding)
+        return binding.before
+
+    def iterate(self, view: View) -> Iterator[Any]:
+        """The messages one at a time; memory is bounded by a read block and the largest frame."""
+        if view.kind == PLAIN:
+            end = self._plain_end(view)
+            decoder = _core.LineDecoder(source=self.source)
+            for chunk in _blocks(view.fd, 0, end):
+                yield from decoder.feed(chunk)
+            yield from decoder.finish()
+            return
+        binding = Binding(self.source)
+        pending, base = b"", view.start
+        offset = view.start
+        while True:
+            # A frame larger than a block (the original's one-token file, a foreign gzip member) is read in
+            # growing blocks, so that it is scanned a bounded number of times.
+            want = min(max(_READ_BLOCK, len(pending)), view.size - offset)
+            block = os.pread(view.fd, want, offset) if want > 0 else b""
+            offset += len(block)
+            at_end = offset >= view.size or not block
+            pending = pending + block if pending else block
+            found = scan(view.kind, pending, base)
+            if found.damage is not None or at_end:
+                found = self._checked(view, found, base + len(pending))
+            yield from self._decode(view.kind, pending, base, found.frames, binding)
+            pending, base = pending[found.end - base :], found.end
+            if at_end:
+                return
+
+    def _decode(
+        self, kind: str, data: bytes, base: int, frames: list[tuple[int, int, int]], binding: Binding
+    ) -> list[Any]:
+        """The messages of `frames`, whole frames found in `data` (which starts at offset `base`)."""
+        if not frames:
+            return []
+        start, end = frames[0][0] - base, frames[-1][0] + frames[-1][1] - base
+        stretch = data[start:end] if (start, end) != (0, len(data)) else data
+        source = self.source if frames[0][0] == 0 else f"{self.source} (from byte {frames[0][0]})"
+        if kind == PLAIN:
+            return _core.decode_lines(stretch, source=source)
+        if kind == GZIP:
+            return _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.source), source=source)
+        messages: list[Any] = []
+        for offset, length, _ in frames:
+            messages += self._open_counted(data[offset - base : offset - base + length], offset, binding)
+        return messages
+
+    def _open_counted(self, stored: bytes, offset: int, binding: Binding) -> list[Any]:
+        """The messages of one encrypted frame, checked to be in its place."""
+        opened = self.framing.open(stored, self.source, offset)
+        messages = _core.decode_lines(opened.jsonl, source=f"{self.source} (frame at byte {offset})")
+        binding.check(opened, len(messages), offset)
+        return messages
+
+    def _scan(self, view: View, data: bytes, base: int) -> Scan:
+        return self._checked(view, scan(view.kind, data, base), base + len(data))
+
+    def _checked(self, view: View, found: Scan, end: int) -> Scan:
+        """`found`, once damage is raised and a torn tail (up to `end`) reported."""
+        if found.damage is not None:
+            offset, reason = found.damage
+            raise CorruptFileError(self.source, offset, reason)
+        if found.torn:
+            self._report_torn(view, found.end, end)
+        return found
+
+    def _report_torn(self, view: View, at: int, end: int) -> None:
+        if files.writer_active(view.fd):
+            return  # a write in progress: not acknowledged yet, and not torn
+        warnings.warn(
+            TornTailWarning(
+                f"{self.source}: the last {end - at} bytes (from byte {at}) are a write that did not complete; "
+                "they are left out (the next write, or repair(), sets them aside)"
+            ),
+            stacklevel=5,
+        )
+
+    def _plain_end(self, view: View) -> int:
+        """Where the whole turns of a plain file end (reporting a torn tail after them)."""
+        boundary, whole = _plain_tail(view.fd, view.size)
+        if whole == view.size > boundary:
+            # A last line without its line break that is whole: written by hand, or by a writer still at work.
+            return boundary if files.writer_active(view.fd) else whole
+        if boundary < view.size:
+            self._report_torn(view, boundary, view.size)
+        return boundary
+
+    # ================================================================================================ writing
+
+    def append(self, jsonl: _core.Encoded | bytes, count: int) -> None:
+        with files.WriterLock(self.path, create=True) as lock:
+            assert lock is not None
+            known = self._prepare(lock)
+            frame = self.framing.seal(
+                jsonl, count, before=known.count, conversation=known.conversation, turn=True
+            )
+            try:
+                files.write_all(lock.fd, frame)
+                if self.durable:
+                    files.flush(lock.fd)
+            except BaseException:
+                # Whatever part reached the file is cut back off: no reader ever sees a torn tail of ours.
+                with suppress(OSError):
+                    os.ftruncate(lock.fd, known.size)
+                self._known = None
+                raise
+            record = Record(known.size, len(frame), count, known.count, _core.crc32(frame))
+            self._remember(lock, known, [record])
+
+    def _remember(self, lock: files.WriterLock, known: Known, added: list[Record]) -> None:
+        """Brings the index up to date with the records `added` after `known`, and remembers the file."""
+        index_size, records = known.index_size, known.records
+        if index_size:
+            index_size = self.index.extend(lock, index_size, added)
+            records = None
+        elif records is not None:
+            records = records + added
+            index_size = self.index.write(lock, known.identity, records)
+            if index_size:
+                records = None
+        st = os.fstat(lock.fd)
+        self._known = Known(
+            known.identity,
+            st.st_size,
+            st.st_mtime_ns,
+            known.count + sum(r.count for r in added),
+            known.conversation,
+            index_size,
+            records,
+        )
+
+    def _prepare(self, lock: files.WriterLock) -> Known:
+        """What the locked file holds, once it ends with a whole frame and its key is proven: the lock holder's
+        view of the file before it writes."""
+        st = lock.st
+        identity = (st.st_dev, st.st_ino)
+        known = self._known
+        if known is not None and (known.identity, known.size, known.mtime) == (identity, st.st_size, st.st_mtime_ns):
+            return known
+        self._known = None
+        size = st.st_size
+        head = self._head(lock.fd, size)
+        if head is None:
+            return Known(identity, size, st.st_mtime_ns, 0, os.urandom(16), 0, [])
+        kind = kind_of(head[1])
+        assert kind is not None
+        self.framing.check(kind, self.source, writing=True)
+        before, start, index_size, records = 0, head[0], 0, []
+        found_last = self.index.last(identity, size)
+        last_frame = b""
+        if found_last is not None:
+            last, last_index_size = found_last
+            last_frame = files.read_at(lock.fd, last.length, last.offset)
+            if _core.crc32(last_frame) == last.crc:
+                before, start, index_size = last.after, last.end, last_index_size
+        data = files.read_at(lock.fd, size - start, start)
+        found = scan(kind, data, start)
+        if found.damage is not None:
+            offset, reason = found.damage
+            raise CorruptFileError(self.source, offset, f"{reason}; nothing was written (repair() can mend it)")
+        conversation: bytes | None = None
+        binding = Binding(self.source, before=before)
+        if kind == FERNET and index_size and not found.frames:
+            # The index vouches for the count; the key is proven on the last frame, which also gives the id.
+            proof = Binding(self.source, before=before - _count_of(found_last))
+            self._open_counted(last_frame, start - len(last_frame), proof)
+            conversation = proof.conversation
+        for offset, length, count in found.frames:
+            stored = data[offset - start : offset - start + length]
+            if kind == FERNET:
+                count = len(self._open_counted(stored, offset, binding))
+            records.append(Record(offset, length, count, before, _core.crc32(stored)))
+            before += count
+        if kind == FERNET and found.frames:
+            conversation = binding.conversation
+        if found.torn:
+            size, _ = self._set_aside(lock, found.end, size)
+        elif kind == PLAIN and records and not data.endswith(b"\n"):
+            # A whole last line without its line break (written by hand): it gets one, as part of its frame.
+            files.write_all(lock.fd, b"\n")
+            last_record = records[-1]
+            stored = data[last_record.offset - start :] + b"\n"
+            records[-1] = last_record._replace(length=len(stored), crc=_core.crc32(stored))
+            size += 1
+        mtime = os.fstat(lock.fd).st_mtime_ns
+        known = Known(identity, size, mtime, before, conversation or os.urandom(16), index_size, None)
+        if index_size:
+            if records:
+                index_size = self.index.extend(lock, index_size, records)
+            return known._replace(index_size=index_size)
+        return known._replace(records=records)
+
+    def _set_aside(self, lock: files.WriterLock, cut: int, size: int) -> tuple[int, str]:
+        """Moves the bytes from `cut` to the end into a side file `<name>.torn-<cut>`, then cuts them off."""
+        torn = files.read_at(lock.fd, size - cut, cut)
+        name = files.side_file(self.path, f".torn-{cut}", torn, durable=self.durable)
+        os.ftruncate(lock.fd, cut)
+        if self.durable:
+            files.flush(lock.fd)
+        return cut, name
+
+    def replace(self, blocks: Iterable[_core.Encoded]) -> None:
+        """Replaces the conversation with `blocks` of encoded JSONL (streamed: bounded memory)."""
+        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        with files.WriterLock(real, create=True) as lock:
+            assert lock is not None
+            self._replace_locked(lock, real, blocks)
+
+    def _replace_locked(self, lock: files.WriterLock, real: str, blocks: Iterable[_core.Encoded]) -> None:
+        if not lock.created:
+            self._keep_torn_tail(lock)
+        conversation = os.urandom(16)
+        records: list[Record] = []
+        framing = self.framing
+
+        def stored() -> Iterator[Any]:
+            offset = before = 0
+            for frame, count in framing.seal_all(blocks, conversation):
+                records.append(Record(offset, len(frame), count, before, _core.crc32(frame)))
+                offset += len(frame)
+                before += count
+                yield frame
+            if offset == 0 and framing.kind != PLAIN:
+                # Even an empty conversation is a frame: the file keeps its kind (no append of another kind can
+                # join it), and an encrypted one says nothing in the clear.
+                frame = framing.seal(b"", 0, before=0, conversation=conversation)
+                records.append(Record(0, len(frame), 0, 0, _core.crc32(frame)))
+                yield frame
+
+        try:
+            fd = files.replace(real, stored(), durable=self.durable, lock=True)
+        except BaseException:
+            if lock.created:  # leave no empty file where there was none
+                with suppress(OSError):
+                    if os.stat(real).st_ino == lock.st.st_ino:
+                        os.unlink(real)
+            self._known = None
+            raise
+        lock.adopt(fd)
+        st = lock.st
+        known = Known(
+            (st.st_dev, st.st_ino),
+            st.st_size,
+            st.st_mtime_ns,
+            sum(r.count for r in records),
+            conversation,
+            0,
+            records,
+        )
+        index_size = self.index.write(lock, known.identity, records)
+        self._known = known._replace(index_size=index_size, records=None if index_size else records)
+
+    def _keep_torn_tail(self, lock: files.WriterLock) -> None:
+        """Before a save replaces the file, a torn tail of it goes to a side file: bytes nobody acknowledged, but
+        that are not ours to delete either (a file truncated by accident looks just like that)."""
+        size = lock.st.st_size
+        head = self._head(lock.fd, size)
+        if head is None:
+            return
+        kind = kind_of(head[1])
+        try:
+            if kind == PLAIN:
+                cut, whole = _plain_tail(lock.fd, size)
+                cut = size if whole == size else cut
+            else:
+                start = head[0]
+                found_last = self.index.last((lock.st.st_dev, lock.st.st_ino), size)
+                if found_last is not None:
+                    last = found_last[0]
+                    if _core.crc32(files.read_at(lock.fd, last.length, last.offset)) == last.crc:
+                        start = last.end
+                found = scan(kind, files.read_at(lock.fd, size - start, start), start)
+                cut = found.end if found.torn else size
+        except CodecError:
+            return  # damage is not a torn tail; the save replaces it all the same
+        if cut < size:
+            files.side_file(self.path, f".torn-{cut}", files.read_at(lock.fd, size - cut, cut), durable=self.durable)
+
+    def encrypt_existing(self) -> None:
+        """Rewrites an unencrypted conversation in this (encrypted) store's framing, under the lock."""
+        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        with files.WriterLock(real, create=False) as lock:
+            if lock is None:
+                return
+            head = self._head(lock.fd, lock.st.st_size)
+            kind = None if head is None else kind_of(head[1])
+            if kind is None or kind == FERNET:
+                return
+            unencrypted = FileStore(self.path, Framing(None, compressed=kind == GZIP), durable=self.durable)
+            unencrypted._prepare(lock)  # a torn tail goes aside, not into the encrypted file
+            with unencrypted.reading() as view:
+                messages = [] if view is None else unencrypted.load(view)
+            self._replace_locked(lock, real, _core.encode_chunks(messages, chunk_size=self.framing.frame_bytes))
+
+    # ================================================================================================ repair
+
+    def verify(self) -> Report:
+        """Reads every frame (decrypting, inflating and parsing it) and checks counts, CRCs and the index."""
+        with self.reading() as view:
+            if view is None:
+                return Report(True, 0, 0, 0, index="none" if not os.path.exists(self.index.path) else "stale")
+            data = files.read_at(view.fd, view.size - view.start, view.start)
+            salvage = self._salvage(view.kind, data, view.start)
+            index = self._check_index(view, data, salvage)
+            return Report(
+                ok=not salvage.errors and not salvage.torn and index in ("none", "sound", "behind"),
+                messages=len(salvage.messages),
+                frames=len(salvage.records),
+                torn_tail_bytes=view.size - salvage.torn if salvage.torn else 0,
+                errors=salvage.errors,
+                index=index,
+            )
+
+    def _check_index(self, view: View, data: bytes, salvage: Salvage) -> str:
+        """"sound", "behind" (it misses the last frames: they are scanned), "none", or what is wrong with it."""
+        found = self.index.tail(view.identity, view.size, 1 << 62)
+        if found is None:
+            return "none" if not os.path.exists(self.index.path) else "not this file's, or damaged (ignored)"
+        counts = {r.offset: r.count for r in salvage.records}
+        base = view.start
+        for record in found:
+            stored = data[record.offset - base : record.end - base]
+            if _core.crc32(stored) != record.crc:
+                return f"its record of the frame at byte {record.offset} has another CRC"
+            if view.kind == FERNET:
+                count = counts.get(record.offset, -1)
+            else:
+                count = sum(c for _, _, c in scan(view.kind, stored, record.offset).frames)
+            if count != record.count:
+                return f"its record of the frame at byte {record.offset} says {record.count} messages, not {count}"
+        return "sound" if found[-1].end == (salvage.records[-1].end if salvage.records else 0) else "behind"
+
+    def repair(self) -> tuple[list[str], Report]:
+        """Makes the file sound. Returns the side files it wrote (torn tails, the damaged original) and the report
+        of the file as it was."""
+        report = self.verify()
+        written: list[str] = []
+        if report.ok:
+            return written, report
+        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        with files.WriterLock(real, create=False) as lock:
+            if lock is None:
+                return written, report
+            self._known = None
+            size = lock.st.st_size
+            head = self._head(lock.fd, size)
+            if head is None:
+                return written, report
+            kind = kind_of(head[1])
+            assert kind is not None
+            data = files.read_at(lock.fd, size - head[0], head[0])
+            salvage = self._salvage(kind, data, head[0])
+            if not salvage.errors:  # only a torn tail: set it aside
+                written.append(self._set_aside(lock, salvage.torn, size)[1])
+                return written, report
+            if kind == FERNET and not salvage.records:
+                raise salvage.first_error or CorruptFileError(self.source, head[0], "no frame can be read")
+            backup = _keep_copy(real, data if head[0] == 0 else files.read_at(lock.fd, size, 0), self.durable)
+            written.append(backup)
+            self._replace_locked(
+                lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes)
+            )
+        return written, report
+
+    def _salvage(self, kind: str, data: bytes, base: int) -> Salvage:
+        """Every message of every intact frame, stepping over damage, with what was wrong and where."""
+        result = Salvage()
+        binding = Binding(self.source)
+        at = base
+        while at < base + len(data):
+            found = scan(kind, data[at - base :], at)
+            for offset, length, count in found.frames:
+                stored = data[offset - base : offset - base + length]
+                try:
+                    if kind == FERNET:
+                        messages = self._open_counted(stored, offset, binding)
+                    elif kind == GZIP:
+                        messages = _core.decode_lines(
+                            _core.gunzip(stored, base=offset, source=self.source), source=self.source
+                        )
+                    else:
+                        messages = _core.decode_lines(stored, source=self.source)
+                except CodecError as exc:
+                    result.first_error = result.first_error or exc
+                    result.errors.append((getattr(exc, "offset", offset), str(exc)))
+                    binding = Binding(self.source, before=binding.before)
+                    continue
+                result.messages += messages
+                result.records.append(Record(offset, length, len(messages), binding.before, _core.crc32(stored)))
+            if found.torn:
+                result.torn = found.end
+                break
+            if found.damage is None:
+                break
+            result.errors.append(found.damage)
+            at = _resync(kind, data, base, found.damage[0])
+        # Records' "before" were filled as the binding went; recompute them as a plain running count.
+        running = 0
+        for i, record in enumerate(result.records):
+            result.records[i] = record._replace(before=running)
+            running += record.count
+        return result
+
+
+@dataclass
+class Salvage:
+    messages: list[Any] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    torn: int = 0
+    first_error: Optional[CodecError] = None
+
+
+def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
+    """Where the next frame may start after damage at offset `damaged`."""
+    at = damaged - base + 1
+    if kind == GZIP:
+        found = data.find(b"\x1f\x8b\x08", at)
+    elif kind == FERNET:
+        found = data.find(b"\n", at - 1)
+        found = -1 if found < 0 else found + 1
+    else:
+        found = at - 1
+        while True:
+            found = data.find(b"\n", found)
+            if found < 0 or data[found - 1 : found] != b"\t":
+                break
+            found += 1
+        found = -1 if found < 0 else found + 1
+    return base + len(data) if found < 0 else base + found
+
+
+def _count_of(found: tuple[Record, int] | None) -> int:
+    return 0 if found is None else found[0].count
+
+
+def _keep_copy(path: str, data: bytes, durable: bool) -> str:
+    """Keeps the damaged file's bytes beside it, as `<name>.damaged` (or `.damaged.<n>`)."""
+    return files.side_file(path, ".damaged", data, durable=durable)
+
+
+def _last_boundary(fd: int, size: int) -> int:
+    """The offset just past the last line break that ends a turn (one not preceded by a TAB), or 0."""
+    end = size
+    while end > 0:
+        start = max(0, end - _BACK)
+        lead = 1 if start else 0  # one byte more before the block, to see what precedes its first byte
+        block = os.pread(fd, end - start + lead, start - lead)
+        i = len(block)
+        while (i := block.rfind(b"\n", lead, i)) >= 0:
+            if i == 0 or block[i - 1] != 9:
+                return start - lead + i + 1
+        end = start
+    return 0
+
+
+def _plain_tail(fd: int, size: int) -> tuple[int, int]:
+    """(where the last whole turn of a plain file ends, where its whole data ends): the two differ when the file
+    ends with a whole line without its line break (the second is then `size`)."""
+    tail = os.pread(fd, min(size, 2), size - min(size, 2))
+    if tail.endswith(b"\n") and not tail.endswith(_TAB_NEWLINE):
+        return size, size  # the usual case: the last turn is whole
+    boundary = _last_boundary(fd, size)
+    rest = files.read_at(fd, size - boundary, boundary)
+    if rest[:1] == b"\t":  # a turn of several messages, cut short
+        return boundary, boundary
+    _, end, error = _core.scan_plain(rest, base=boundary)
+    return boundary, size if error is None and end == size else boundary
+
+
+def _blocks(fd: int, start: int, end: int) -> Iterator[memoryview]:
+    """The bytes from `start` to `end`, a block at a time, read into one reused buffer (valid until the next)."""
+    buffer = bytearray(min(_READ_BLOCK, end - start))
+    view = memoryview(buffer)
+    offset = start
+    while offset < end:
+        n = os.preadv(fd, [view[: min(len(buffer), end - offset)]], offset)
+        if n == 0:
+            break
+        offset += n
+        yield view[:n]
+
+
+def _crcs_match(data: bytes, start: int, records: list[Record]) -> bool:
+    """Whether the stored frames in `data` (from offset `start`) have the CRCs their records say."""
+    view = memoryview(data)
+    return all(_core.crc32(view[r.offset - start : r.end - start]) == r.crc for r in records)
