@@ -69,11 +69,17 @@ def gzip_member(data: bytes, /, *, level: int = 6, count: int) -> bytes:
 def gzip_members(frames: list[bytes], counts: list[int], /, *, level: int = 6) -> list[bytes]:
     """`gzip_member` of each frame, compressed in parallel on all cores."""
 
-def scan_gzip(data: bytes, /, *, base: int = 0) -> list[tuple[int, int, int]]:
-    """The members (offset, length, messages) of a gzip stream that starts at `base`; ValueError if damaged."""
+def scan_gzip(data: bytes, /, *, base: int = 0) -> tuple[list[tuple[int, int, int]], tuple[int, bool, str] | None]:
+    """The whole members (offset, length, messages) of a gzip stream that starts at `base`, and where the scan
+    stopped: None at the end of the data, else (offset, truncated, reason). `truncated` is true when the member at
+    `offset` runs past the end of the data (a torn append, a short read), false when the bytes there are damaged.
+    """
 
-def gunzip(data: bytes, /) -> bytes:
-    """The concatenated data of every member of a gzip stream; ValueError naming the offset if damaged."""
+def gunzip(data: bytes, /, *, base: int = 0, source: object = "<bytes>") -> bytes:
+    """The concatenated data of every member of a gzip stream that starts at `base`, each of ours checked (CRC,
+    ISIZE, size and message count); `CorruptFileError(source, offset, reason)` for a damaged or truncated member,
+    MemoryError if the data does not fit in memory.
+    """
 
 @final
 class BlockWriter:

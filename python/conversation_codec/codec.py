@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -194,14 +193,8 @@ class ConversationCodec:
         if start == size:
             return size
         data = os.pread(fd, size - start, start)
-        try:
-            _core.scan_gzip(data, base=start)
-        except ValueError as exc:
-            match = re.search(r"at offset (\d+)", str(exc))
-            if match is None:
-                raise CodecError(f"{self.path}: {exc}") from None
-            return int(match.group(1))
-        return size
+        _, stop = _core.scan_gzip(data, base=start)
+        return size if stop is None else stop[0]
 
     def _frame_is_whole(self, stored: bytes) -> bool:
         try:

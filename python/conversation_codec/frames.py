@@ -111,10 +111,10 @@ def split(kind: str, data: bytes, base: int) -> list[Frame]:
     if kind == PLAIN:
         return [(offset, length, count) for offset, length, count, _ in _core.scan_plain(data, base=base)]
     if kind == GZIP:
-        try:
-            return _core.scan_gzip(data, base=base)
-        except ValueError as exc:
-            raise CodecError(f"{exc}") from None
+        members, stop = _core.scan_gzip(data, base=base)
+        if stop is not None:
+            raise CodecError(f"damaged gzip member at offset {stop[0]}: {stop[2]}")
+        return members
     frames = []
     start = 0
     while start < len(data):
@@ -127,7 +127,4 @@ def split(kind: str, data: bytes, base: int) -> list[Frame]:
 
 def gunzip(data: bytes, source: str) -> bytes:
     """The JSONL of one or more gzip members (inflated in parallel in Rust)."""
-    try:
-        return _core.gunzip(data)
-    except ValueError as exc:
-        raise CodecError(f"{source}: {exc}") from None
+    return _core.gunzip(data, source=source)
