@@ -57,9 +57,15 @@ def scan_plain(data: bytes, /, *, base: int = 0, target: int = 131072) -> list[t
     """Plain JSONL cut into frames of whole lines of about `target` bytes: (offset, length, count, crc32)."""
 
 def crc32(data: Buffer, /) -> int: ...
-def index_header(identity: int, /) -> bytes: ...
-def parse_index_header(data: bytes, /) -> int | None: ...
-def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes: ...
+def index_header(dev: int, ino: int, /) -> bytes:
+    """The index header for the data file of identity (`st_dev`, `st_ino`)."""
+
+def parse_index_header(data: bytes, /) -> tuple[int, int] | None:
+    """The identity (`st_dev`, `st_ino`) in an index header; None if it is damaged or not an index's."""
+
+def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes:
+    """The records' bytes; ValueError for a length or count of 2**32 or more."""
+
 def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:
     """(offset, length, count, before, crc32) per record; ValueError for damaged or inconsecutive records."""
 

@@ -98,7 +98,8 @@ class ConversationCodec:
 
         files.write_atomic(self.path, stored(), durable=self.durable)
         if len(records) > 1:
-            index.write(self.path, os.stat(self.path).st_ino, records)
+            st = os.stat(self.path)
+            index.write(self.path, (st.st_dev, st.st_ino), records)
         else:
             index.remove(self.path)  # one frame is read whole anyway
 
@@ -117,7 +118,7 @@ class ConversationCodec:
         with files.locked(self.path, create=True) as opened:
             assert opened is not None
             fd, st = opened
-            size, identity = st.st_size, st.st_ino
+            size, identity = st.st_size, (st.st_dev, st.st_ino)
             kind = frames.kind_of(os.pread(fd, _HEAD, 0)) if size else None
             self._framing.check(kind, str(self.path), writing=True)
             index_fd = index.open_for_append(self._index_path()) if size else None
@@ -308,7 +309,7 @@ class ConversationCodec:
             return self._decode_stretch(kind, os.pread(fd, size - start, start), start)[-last:]
 
     @contextmanager
-    def _reading(self) -> Iterator[tuple[int, int, int, str] | None]:
+    def _reading(self) -> Iterator[tuple[int, int, index.Identity, str] | None]:
         """The data file open for reading as (descriptor, size, identity, kind), or None when it is missing or
         empty. The size is taken between appends (whole frames only); a kind this codec cannot read is refused."""
         try:
@@ -339,7 +340,7 @@ class ConversationCodec:
 
     # ---- the index ----------------------------------------------------------------------------------------
 
-    def _indexed_count(self, fd: int, identity: int, size: int) -> int | None:
+    def _indexed_count(self, fd: int, identity: index.Identity, size: int) -> int | None:
         """The number of messages in the first `size` bytes of the data file, from its index; None if the index
         cannot be trusted. Costs the same whatever the file's length."""
         index_fd = index.open_for_append(self._index_path())
@@ -350,7 +351,7 @@ class ConversationCodec:
         finally:
             os.close(index_fd)
 
-    def _last_indexed(self, fd: int, index_fd: int, identity: int, size: int) -> index.Record | None:
+    def _last_indexed(self, fd: int, index_fd: int, identity: index.Identity, size: int) -> index.Record | None:
         """The index's last record, if it is intact, this file's, and its frame has the CRC it says."""
         last = index.last_record(index_fd, identity, size)
         if last is None or _core.crc32(os.pread(fd, last[1], last[0])) != last[4]:
@@ -374,7 +375,7 @@ class ConversationCodec:
                 index.append(index_fd, extra)
         return count
 
-    def _rebuild_index(self, fd: int, identity: int, size: int | None = None) -> list[index.Record]:
+    def _rebuild_index(self, fd: int, identity: index.Identity, size: int | None = None) -> list[index.Record]:
         """Records for the whole data file, from its bytes; written as the new index when there is more than one
         frame."""
         if size is None:

@@ -140,15 +140,15 @@ def locked(path: Path, *, create: bool) -> Iterator[tuple[int, os.stat_result] |
         os.close(fd)  # releases the lock
 
 
-def stable_size(fd: int) -> tuple[int, int]:
-    """The size and identity (inode) of an open file, taken between two appends, never in the middle of one:
+def stable_size(fd: int) -> tuple[int, tuple[int, int]]:
+    """The size and identity (device, inode) of an open file, taken between two appends, never in the middle of one:
     reading no further than this size, a reader sees whole frames even while others append."""
     _lock(fd, shared=True)
     try:
         st = os.fstat(fd)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
-    return st.st_size, st.st_ino
+    return st.st_size, (st.st_dev, st.st_ino)
 
 
 def _lock(fd: int, *, shared: bool) -> None:

@@ -15,9 +15,10 @@ from typing import BinaryIO
 
 from . import _core, files
 
-__all__ = ["Record", "last_record", "open_for_append", "path_for", "read_tail", "remove", "write"]
+__all__ = ["Identity", "Record", "last_record", "open_for_append", "path_for", "read_tail", "remove", "write"]
 
 Record = tuple[int, int, int, int, int]
+Identity = tuple[int, int]  # (st_dev, st_ino) of the data file
 HEADER = 32
 RECORD = 32
 SUFFIX = ".idx"
@@ -36,7 +37,7 @@ def after(record: Record) -> int:
     return record[3] + record[2]
 
 
-def read_tail(data_path: Path, identity: int, data_size: int, messages: int) -> list[Record] | None:
+def read_tail(data_path: Path, identity: Identity, data_size: int, messages: int) -> list[Record] | None:
     """The last records of the index, enough of them to hold the last `messages` messages (and at least one).
 
     None when there is no index for this data file (missing, written for another file, damaged, or pointing past
@@ -56,7 +57,7 @@ def read_tail(data_path: Path, identity: int, data_size: int, messages: int) -> 
     return records
 
 
-def _read_records(f: BinaryIO, identity: int, messages: int) -> list[Record] | None:
+def _read_records(f: BinaryIO, identity: Identity, messages: int) -> list[Record] | None:
     """Records from the end of the open index, back until they hold `messages` messages."""
     size = os.fstat(f.fileno()).st_size
     if size < HEADER + RECORD or (size - HEADER) % RECORD:
@@ -93,7 +94,7 @@ def open_for_append(index_path: str) -> int | None:
         return None
 
 
-def last_record(fd: int, identity: int, data_size: int) -> Record | None:
+def last_record(fd: int, identity: Identity, data_size: int) -> Record | None:
     """The last record of the open index, if the index is this data file's and the record intact and within it.
 
     Two reads, whatever the index's length: what keeps an append's cost flat.
@@ -112,9 +113,13 @@ def last_record(fd: int, identity: int, data_size: int) -> Record | None:
     return record
 
 
-def write(data_path: Path, identity: int, records: list[Record]) -> None:
+def write(data_path: Path, identity: Identity, records: list[Record]) -> None:
     """A new index for the data file, replacing any other (atomic, not flushed to disk: it is a cache)."""
-    payload = _core.index_header(identity) + _core.pack_records(records)
+    try:
+        payload = _core.index_header(*identity) + _core.pack_records(records)
+    except ValueError:  # a frame too long for a record (4 GiB or more): no index for this file
+        remove(data_path)
+        return
     files.write_atomic(path_for(data_path), [payload], durable=False, lock=False)
 
 
