@@ -1,6 +1,7 @@
 """The Rust core: JSONL bytes to and from Python objects. Private; use `conversation_codec`."""
 
 from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import Any, final
 
 from typing_extensions import Buffer
@@ -89,11 +90,26 @@ def gunzip(data: bytes, /, *, base: int = 0, source: object = "<bytes>") -> byte
 
 @final
 class BlockWriter:
-    """Writes blocks to an open descriptor on its own thread, without the GIL (Unix only)."""
+    """Writes blocks to a file on its own thread, without the GIL (Unix only), through its own duplicate of the
+    descriptor it is given (close-on-exec; closed by `close()`)."""
 
     def __new__(cls, fd: int, /, *, durable: bool) -> BlockWriter: ...
-    def put(self, block: Buffer, /) -> None: ...
-    def close(self) -> None: ...
+    def put(self, block: Buffer, /) -> None:
+        """Queues a block (an `Encoded` without copying; any C-contiguous buffer in one copy, else ValueError);
+        raises the thread's write error, if it has stopped on one."""
+
+    def close(self) -> None:
+        """Waits for every queued block to be written and closes the writer's descriptor; OSError for a write
+        error. Closing again does nothing."""
+
+    def __enter__(self) -> BlockWriter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool: ...
 
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.
