@@ -98,6 +98,7 @@ pub fn members(frames: &[&[u8]], counts: &[u32], level: i32) -> Result<Vec<Vec<u
 /// are inflated to find their end and count their lines; consecutive ones whose data ends inside a line (as
 /// bgzip cuts) make one entry, so that every entry is whole lines and its count exact.
 pub fn scan_members(data: &[u8], base: u64) -> Result<(Vec<Member>, Option<Stop>), Error> {
+    check_base(data, base)?;
     let mut found = Vec::new();
     // Foreign members read so far whose data has not yet come to the end of a line: where they start, their lines.
     let mut open: Option<(usize, LineCounter)> = None;
@@ -151,6 +152,17 @@ pub fn scan_members(data: &[u8], base: u64) -> Result<(Vec<Member>, Option<Stop>
             reason,
         }) => Ok((found, Some((offset, truncated, reason)))),
         Err(other) => Err(other),
+    }
+}
+
+/// Offsets are `base + position`: refuse a `base` that would overflow them (a ValueError, not a panic).
+fn check_base(data: &[u8], base: u64) -> Result<(), Error> {
+    match base.checked_add(data.len() as u64) {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!(
+            "base {base} plus {} bytes is past the largest file offset",
+            data.len()
+        ))),
     }
 }
 
@@ -407,6 +419,7 @@ struct Plan<'a> {
 /// Walks the stream (which starts at `base` in its file): finds every member and the size of its data, inflating
 /// only the foreign ones.
 fn plan(data: &[u8], base: u64) -> Result<Plan<'_>, Error> {
+    check_base(data, base)?;
     let mut pieces = Vec::new();
     let mut total = 0usize;
     let mut pos = 0;
@@ -849,6 +862,15 @@ mod tests {
         assert_eq!(scanned.len(), 3);
         assert_eq!(scanned[2].2, 2);
         assert_eq!(scan(b"", 5), (vec![], None));
+        // Offsets past u64 are refused, not an overflow panic (overflow checks are on in release builds).
+        assert!(matches!(
+            scan_members(&stream, u64::MAX - 10),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            plan(&stream, u64::MAX - 10),
+            Err(Error::Invalid(_))
+        ));
         assert_eq!(inflate(b"").unwrap(), b"");
     }
 
