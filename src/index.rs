@@ -51,27 +51,30 @@ impl Record {
         })
     }
 
-    pub fn end(&self) -> u64 {
-        self.offset + self.length as u64
+    /// Where the frame ends; None past u64 (a crafted record: its CRC is no defence against a forger).
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(u64::from(self.length))
     }
 }
 
-pub fn header(identity: u64) -> [u8; HEADER_LEN] {
+/// The header for a data file of identity (st_dev, st_ino): an inode number alone is reused across file systems.
+pub fn header(dev: u64, ino: u64) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..8].copy_from_slice(&MAGIC);
-    b[8..16].copy_from_slice(&identity.to_le_bytes());
+    b[8..16].copy_from_slice(&ino.to_le_bytes());
+    b[16..24].copy_from_slice(&dev.to_le_bytes());
     let own = crc32fast::hash(&b[..24]);
     b[24..28].copy_from_slice(&own.to_le_bytes());
     b
 }
 
-/// The data file identity a header was written for, or None for a damaged or foreign header.
-pub fn parse_header(b: &[u8]) -> Option<u64> {
+/// The data file identity (st_dev, st_ino) a header was written for, or None for a damaged or foreign header.
+pub fn parse_header(b: &[u8]) -> Option<(u64, u64)> {
     let b: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
     if b[0..8] != MAGIC || crc32fast::hash(&b[..24]) != u32_at(b, 24) {
         return None;
     }
-    Some(u64_at(b, 8))
+    Some((u64_at(b, 16), u64_at(b, 8)))
 }
 
 /// Records that follow on from each other: every frame starts where the previous ended, and the message
@@ -89,7 +92,7 @@ pub fn parse_records(b: &[u8], first: Option<(u64, u64)>) -> Option<Vec<Record>>
                 return None;
             }
         }
-        expect = Some((r.end(), r.before + r.count as u64));
+        expect = Some((r.end()?, r.before.checked_add(u64::from(r.count))?));
         records.push(r);
     }
     Some(records)
@@ -107,6 +110,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// A record as Python sees it: (offset, length, count, before, crc).
 type RecordTuple = (u64, u32, u32, u64, u32);
+/// A record as Python hands it over: length and count as any int, so that one too large for the file's u32
+/// fields is a ValueError here rather than an OverflowError in the conversion, or a silent truncation.
+type RecordArgs = (u64, u64, u64, u64, u32);
 
 /// CRC-32 (as gzip's) of a bytes-like object.
 #[pyfunction]
@@ -123,38 +129,52 @@ pub fn crc32(data: &Bound<'_, PyAny>) -> PyResult<u32> {
     Ok(crc32fast::hash(bytes))
 }
 
-/// The 32-byte index header for a data file of the given identity.
+/// The 32-byte index header for the data file of identity (`st_dev`, `st_ino`).
 #[pyfunction]
-#[pyo3(signature = (identity, /))]
-pub fn index_header(py: Python<'_>, identity: u64) -> Bound<'_, PyBytes> {
-    PyBytes::new(py, &header(identity))
+#[pyo3(signature = (dev, ino, /))]
+pub fn index_header(py: Python<'_>, dev: u64, ino: u64) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &header(dev, ino))
 }
 
-/// The identity in an index header, or None when the header is damaged or not an index's.
+/// The identity (`st_dev`, `st_ino`) in an index header, or None when the header is damaged or not an index's.
 #[pyfunction]
 #[pyo3(signature = (data, /))]
-pub fn parse_index_header(data: &[u8]) -> Option<u64> {
+pub fn parse_index_header(data: &[u8]) -> Option<(u64, u64)> {
     parse_header(data)
 }
 
-/// One index record per `(offset, length, count, before, crc)` tuple, as bytes.
+/// The records' bytes; an error for a length or count that does not fit the record's 32 bits.
+pub fn pack(records: &[RecordArgs]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(records.len() * RECORD_LEN);
+    for &(offset, length, count, before, crc) in records {
+        let too_large = |what: &str, value: u64| {
+            format!(
+                "a frame {what} of {value} does not fit an index record (at most {})",
+                u32::MAX
+            )
+        };
+        let record = Record {
+            offset,
+            length: u32::try_from(length).map_err(|_| too_large("length", length))?,
+            count: u32::try_from(count).map_err(|_| too_large("count", count))?,
+            before,
+            crc,
+        };
+        out.extend_from_slice(&record.to_bytes());
+    }
+    Ok(out)
+}
+
+/// One index record per `(offset, length, count, before, crc)` tuple, as bytes; ValueError for a length or count
+/// that does not fit the record's 32 bits (the caller then keeps no index for the file).
 #[pyfunction]
 #[pyo3(signature = (records, /))]
-pub fn pack_records<'py>(py: Python<'py>, records: Vec<RecordTuple>) -> Bound<'py, PyBytes> {
-    let mut out = Vec::with_capacity(records.len() * RECORD_LEN);
-    for (offset, length, count, before, crc) in records {
-        out.extend_from_slice(
-            &Record {
-                offset,
-                length,
-                count,
-                before,
-                crc,
-            }
-            .to_bytes(),
-        );
-    }
-    PyBytes::new(py, &out)
+pub fn pack_records<'py>(
+    py: Python<'py>,
+    records: Vec<RecordArgs>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let out = pack(&records).map_err(PyValueError::new_err)?;
+    Ok(PyBytes::new(py, &out))
 }
 
 /// The `(offset, length, count, before, crc)` tuples of consecutive records; raises ValueError if any record is
@@ -198,7 +218,7 @@ mod tests {
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert_eq!(Record::from_bytes(&damaged), None, "bit {bit}");
         }
-        let h = header(42);
+        let h = header(7, 42);
         for bit in 0..HEADER_LEN * 8 {
             let mut damaged = h;
             damaged[bit / 8] ^= 1 << (bit % 8);
@@ -207,7 +227,26 @@ mod tests {
                 assert_eq!(parse_header(&damaged), None, "bit {bit}");
             }
         }
-        assert_eq!(parse_header(&h), Some(42));
+        assert_eq!(parse_header(&h), Some((7, 42)));
+    }
+
+    #[test]
+    fn identity_is_device_and_inode() {
+        // The same inode number on another device (another file system) is another file.
+        let h = header(0x0123_4567_89AB_CDEF, 42);
+        assert_eq!(parse_header(&h), Some((0x0123_4567_89AB_CDEF, 42)));
+        assert_eq!(h[16..24], 0x0123_4567_89AB_CDEFu64.to_le_bytes());
+        assert_ne!(parse_header(&header(1, 42)), parse_header(&header(2, 42)));
+    }
+
+    #[test]
+    fn lengths_over_u32_are_refused_not_truncated() {
+        let fits = pack(&[(0, u64::from(u32::MAX), 1, 0, 9)]).unwrap();
+        assert_eq!(Record::from_bytes(&fits).unwrap().length, u32::MAX);
+        // Truncated, 4 GiB + 100 bytes used to be recorded as 100.
+        let err = pack(&[(0, (1 << 32) + 100, 1, 0, 9)]).unwrap_err();
+        assert!(err.contains("length of 4294967396"), "{err}");
+        assert!(pack(&[(0, 100, 1 << 32, 0, 9)]).is_err());
     }
 
     #[test]
@@ -222,5 +261,14 @@ mod tests {
         assert_eq!(parse_records(&miscount, None), None);
         assert_eq!(parse_records(&good[..40], None), None);
         assert_eq!(parse_records(&good, Some((1, 0))), None);
+        // A forged record whose end is past u64: refused, not an overflow panic.
+        let far = Record {
+            offset: u64::MAX - 1,
+            ..sample(0, 0)
+        };
+        assert_eq!(
+            parse_records(&[far.to_bytes(), a.to_bytes()].concat(), None),
+            None
+        );
     }
 }

@@ -1,6 +1,7 @@
 """The Rust core: JSONL bytes to and from Python objects. Private; use `conversation_codec`."""
 
 from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import Any, final
 
 from typing_extensions import Buffer
@@ -66,9 +67,15 @@ def scan_plain(
     """
 
 def crc32(data: Buffer, /) -> int: ...
-def index_header(identity: int, /) -> bytes: ...
-def parse_index_header(data: bytes, /) -> int | None: ...
-def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes: ...
+def index_header(dev: int, ino: int, /) -> bytes:
+    """The index header for the data file of identity (`st_dev`, `st_ino`)."""
+
+def parse_index_header(data: bytes, /) -> tuple[int, int] | None:
+    """The identity (`st_dev`, `st_ino`) in an index header; None if it is damaged or not an index's."""
+
+def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes:
+    """The records' bytes; ValueError for a length or count of 2**32 or more."""
+
 def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:
     """(offset, length, count, before, crc32) per record; ValueError for damaged or inconsecutive records."""
 
@@ -78,19 +85,40 @@ def gzip_member(data: bytes, /, *, level: int = 6, count: int) -> bytes:
 def gzip_members(frames: list[bytes], counts: list[int], /, *, level: int = 6) -> list[bytes]:
     """`gzip_member` of each frame, compressed in parallel on all cores."""
 
-def scan_gzip(data: bytes, /, *, base: int = 0) -> list[tuple[int, int, int]]:
-    """The members (offset, length, messages) of a gzip stream that starts at `base`; ValueError if damaged."""
+def scan_gzip(data: bytes, /, *, base: int = 0) -> tuple[list[tuple[int, int, int]], tuple[int, bool, str] | None]:
+    """The whole members (offset, length, messages) of a gzip stream that starts at `base`, and where the scan
+    stopped: None at the end of the data, else (offset, truncated, reason). `truncated` is true when the member at
+    `offset` runs past the end of the data (a torn append, a short read), false when the bytes there are damaged.
+    """
 
-def gunzip(data: bytes, /) -> bytes:
-    """The concatenated data of every member of a gzip stream; ValueError naming the offset if damaged."""
+def gunzip(data: bytes, /, *, base: int = 0, source: object = "<bytes>") -> bytes:
+    """The concatenated data of every member of a gzip stream that starts at `base`, each of ours checked (CRC,
+    ISIZE, size and message count); `CorruptFileError(source, offset, reason)` for a damaged or truncated member,
+    MemoryError if the data does not fit in memory.
+    """
 
 @final
 class BlockWriter:
-    """Writes blocks to an open descriptor on its own thread, without the GIL (Unix only)."""
+    """Writes blocks to a file on its own thread, without the GIL (Unix only), through its own duplicate of the
+    descriptor it is given (close-on-exec; closed by `close()`)."""
 
     def __new__(cls, fd: int, /, *, durable: bool) -> BlockWriter: ...
-    def put(self, block: Buffer, /) -> None: ...
-    def close(self) -> None: ...
+    def put(self, block: Buffer, /) -> None:
+        """Queues a block (an `Encoded` without copying; any C-contiguous buffer in one copy, else ValueError);
+        raises the thread's write error, if it has stopped on one."""
+
+    def close(self) -> None:
+        """Waits for every queued block to be written and closes the writer's descriptor; OSError for a write
+        error. Closing again does nothing."""
+
+    def __enter__(self) -> BlockWriter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool: ...
 
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.
