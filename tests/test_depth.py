@@ -83,8 +83,9 @@ def test_deep_nesting_on_a_small_thread_stack_is_refused_not_a_crash(kind: str, 
 @pytest.mark.parametrize("stack_kib", [128, 256])
 @pytest.mark.parametrize("kind", ["encode", "decode"])
 def test_moderate_nesting_still_works_on_a_small_thread_stack(kind: str, stack_kib: int) -> None:
-    # Realistic nesting (tool calls inside content blocks...) is a dozen levels: far within even 128 KiB.
-    assert run(kind, "list", 50, stack_kib).startswith("ok"), kind
+    # Realistic nesting (tool calls inside content blocks...) is a dozen levels or so: well within even 128 KiB
+    # of stack, in a debug build too.
+    assert run(kind, "list", 20, stack_kib).startswith("ok"), kind
 
 
 @pytest.mark.parametrize(
