@@ -276,7 +276,6 @@ impl Decoder {
         at: usize,
         depth: usize,
     ) -> std::result::Result<(*mut ffi::PyObject, usize), Fail> {
-        // SAFETY for every block here: decoding runs with the GIL held (from the #[pyfunction]).
         match line.get(at) {
             Some(b'"') => self.string(line, at),
             Some(b'{' | b'[') if depth >= MAX_DEPTH || stack_exhausted(self.stack_floor) => {
@@ -286,12 +285,15 @@ impl Decoder {
             Some(b'[') => self.array(line, at, depth),
             Some(b'-' | b'0'..=b'9') => self.number(line, at),
             Some(b't') if line[at..].starts_with(b"true") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_True() }), at + 4))
             }
             Some(b'f') if line[at..].starts_with(b"false") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_False() }), at + 5))
             }
             Some(b'n') if line[at..].starts_with(b"null") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_None() }), at + 4))
             }
             Some(b'N') if line[at..].starts_with(b"NaN") => Ok((float(f64::NAN)?, at + 3)),
@@ -521,8 +523,8 @@ impl Decoder {
             return fail(at, "expecting a value");
         };
         let text = &line[at..end];
-        // SAFETY (all three): GIL held; `text` is ASCII digits, sign, '.', 'e' by `scan_number`.
         if is_float {
+            // SAFETY: `text` is ASCII (digits, sign, '.', 'e') by `scan_number`.
             let Ok(v) = unsafe { std::str::from_utf8_unchecked(text) }.parse::<f64>() else {
                 return fail(at, "expecting a value");
             };
@@ -533,6 +535,7 @@ impl Decoder {
                 .iter()
                 .fold(0i64, |acc, d| acc * 10 + (d - b'0') as i64);
             let v = if negative { -magnitude } else { magnitude };
+            // SAFETY: GIL held.
             let obj = unsafe { ffi::PyLong_FromLongLong(v) };
             return if obj.is_null() {
                 Err(python_fail(at))
@@ -543,6 +546,7 @@ impl Decoder {
         self.scratch.clear();
         self.scratch.extend_from_slice(text);
         self.scratch.push(0);
+        // SAFETY: GIL held; `scratch` is the NUL-terminated ASCII number text.
         let obj = unsafe {
             ffi::PyLong_FromString(
                 self.scratch.as_ptr().cast::<c_char>(),
@@ -696,6 +700,7 @@ struct StringCache {
 // SAFETY: the raw pointers (the cache, the array stack, empty between calls) are only touched by the methods of a
 // `LineDecoder`, which run with the GIL held and one at a time (pyo3 borrow-checks `&mut self`).
 unsafe impl Send for Decoder {}
+// SAFETY: as for Send.
 unsafe impl Sync for Decoder {}
 
 const CACHE_SLOTS: usize = 1024;

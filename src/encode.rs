@@ -281,9 +281,10 @@ impl Failure {
 fn describe_key(key: &Bound<'_, PyAny>) -> String {
     let mut encoder = Encoder::default();
     // SAFETY: GIL held via `key`; a str key cannot fail to encode.
-    if unsafe { ffi::PyUnicode_Check(key.as_ptr()) } != 0
-        && unsafe { encoder.string(key.as_ptr()) }.is_ok()
-    {
+    // SAFETY: as above.
+    let is_str = unsafe { ffi::PyUnicode_Check(key.as_ptr()) } != 0;
+    // SAFETY: as above; `key` is a str.
+    if is_str && unsafe { encoder.string(key.as_ptr()) }.is_ok() {
         return String::from_utf8_lossy(&encoder.buf).into_owned();
     }
     key.repr()
@@ -569,8 +570,9 @@ impl Encoder {
             let Some((key, value)) = next else { break };
             // Both are held while written: code run inside the value may remove them from the dict.
             // SAFETY: `key` and `value` are held; the GIL is held.
-            unsafe { self.pair(key.as_ptr(), value.as_ptr(), first) }
-                .map_err(|e| unsafe { e.at_key(key.as_ptr()) })?;
+            let step = unsafe { self.pair(key.as_ptr(), value.as_ptr(), first) };
+            // SAFETY: `key` is held; the GIL is held.
+            step.map_err(|e| unsafe { e.at_key(key.as_ptr()) })?;
             first = false;
         }
         self.buf.push(b'}');
