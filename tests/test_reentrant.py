@@ -266,7 +266,7 @@ def test_thread_mutates_continuously_while_items_sleeps() -> None:
     t = threading.Thread(target=vandal)
     t.start()
     try:
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 1
         runs = 0
         while time.monotonic() < deadline or runs < 50:
             runs += 1
@@ -304,3 +304,30 @@ def test_items_that_is_not_pairs_raises_like_the_stdlib() -> None:
         json.dumps(Bad(a=1))
     with pytest.raises(ValueError, match="2-tuples"):
         _core.encode_lines([Bad(a=1)])
+
+
+def test_a_finalizer_cannot_change_a_buffer_while_it_is_fed() -> None:
+    # Up to 3.11 building a dict or list can start a garbage collection, which runs finalizers: one that writes
+    # into the buffer being decoded must not run until feed() has finished reading it.
+    buf = bytearray(b'{"a": [1, 2]}\n' * 50)
+
+    class Vandal:
+        def __del__(self) -> None:
+            buf[:] = b"x" * len(buf)  # same size: allowed while the buffer is exported
+
+    def make_garbage() -> None:
+        v = Vandal()
+        v.cycle = v  # type: ignore[attr-defined]
+
+    feed = _core.LineDecoder().feed
+    old = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(1)
+    try:
+        make_garbage()
+        got = feed(buf)
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert got == [{"a": [1, 2]}] * 50
+    assert buf == b"x" * len(buf)  # the finalizer did run, afterwards
