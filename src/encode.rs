@@ -459,6 +459,7 @@ impl Encoder {
     }
 
     /// A list, or a subclass that inherits list's `__iter__`.
+    #[inline(always)]
     unsafe fn list(&mut self, obj: *mut ffi::PyObject) -> Step {
         // SAFETY: `value`'s contract.
         if unsafe { list_len(obj) } == 0 {
@@ -473,6 +474,7 @@ impl Encoder {
         result
     }
 
+    #[inline(always)]
     unsafe fn list_items(&mut self, list: *mut ffi::PyObject) -> Step {
         self.buf.push(b'[');
         let mut i = 0;
