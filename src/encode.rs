@@ -280,10 +280,9 @@ impl Failure {
 /// A key as it reads in a path: a string in JSON quotes, anything else as Python's repr.
 fn describe_key(key: &Bound<'_, PyAny>) -> String {
     let mut encoder = Encoder::default();
-    // SAFETY: GIL held via `key`; a str key cannot fail to encode.
-    // SAFETY: as above.
+    // SAFETY: GIL held via `key`, which is live.
     let is_str = unsafe { ffi::PyUnicode_Check(key.as_ptr()) } != 0;
-    // SAFETY: as above; `key` is a str.
+    // SAFETY: as above, and `key` is a str (which cannot fail to encode).
     if is_str && unsafe { encoder.string(key.as_ptr()) }.is_ok() {
         return String::from_utf8_lossy(&encoder.buf).into_owned();
     }
