@@ -13,21 +13,24 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyString};
 
 use crate::encode::MAX_DEPTH;
-use crate::errors::{Error, Result};
+use crate::errors::{DecodeError, Error, Result};
+use crate::ffi::{stack_exhausted, stack_floor, GcPause};
 use crate::scan::{
     find_string_special, first_value, hex4, is_blank, push_code_point, scan_number, skip_ws,
 };
 
 /// The messages of JSONL `data`, one per non-blank line.
+/// `source` is any str (a path decoded with surrogateescape need not be UTF-8), passed unchanged into errors.
 #[pyfunction]
-#[pyo3(signature = (data, /, *, source = "<bytes>", first_line = 1))]
+#[pyo3(signature = (data, /, *, source = None, first_line = 1))]
+#[pyo3(text_signature = "(data, /, *, source='<bytes>', first_line=1)")]
 pub fn decode_lines<'py>(
     py: Python<'py>,
     data: &[u8],
-    source: &str,
+    source: Option<Bound<'py, PyString>>,
     first_line: usize,
 ) -> PyResult<Bound<'py, PyList>> {
     let data = if first_line == 1 {
@@ -39,15 +42,35 @@ pub fn decode_lines<'py>(
     let mut messages = Owned::default();
     decoder
         .lines(data, first_line, &mut messages)
-        .map_err(|e| e.into_pyerr(source))?;
-    Ok(messages.into_list(py))
+        .map_err(|e| into_pyerr(py, e, source.as_ref()))?;
+    messages.into_list(py)
+}
+
+/// The error as it leaves the core: a `DecodeError` names the source (`"<bytes>"` when none was given).
+#[cold]
+fn into_pyerr(py: Python<'_>, err: Error, source: Option<&Bound<'_, PyString>>) -> PyErr {
+    match err {
+        Error::Decode {
+            lineno,
+            colno,
+            reason,
+        } => {
+            let source = match source {
+                Some(source) => source.clone().unbind(),
+                None => PyString::new(py, "<bytes>").unbind(),
+            };
+            DecodeError::new_err((source, lineno, colno, reason))
+        }
+        other => other.into_pyerr(""),
+    }
 }
 
 /// JSONL fed in pieces of any size (a file read a block at a time into one reused buffer): each `feed` returns
 /// the messages of the lines it completed, and keeps a partial last line for the next; `finish` ends the input.
 #[pyclass(module = "conversation_codec._core")]
 pub struct LineDecoder {
-    source: String,
+    /// None for the default, `"<bytes>"`.
+    source: Option<Py<PyString>>,
     /// The number of the next line to start.
     lineno: usize,
     /// The start of a line whose end has not been fed yet.
@@ -58,11 +81,11 @@ pub struct LineDecoder {
 #[pymethods]
 impl LineDecoder {
     #[new]
-    #[pyo3(signature = (*, source = "<bytes>".to_owned(), first_line = 1))]
+    #[pyo3(signature = (*, source = None, first_line = 1))]
     #[pyo3(text_signature = "(*, source='<bytes>', first_line=1)")]
-    fn new(source: String, first_line: usize) -> Self {
+    fn new(source: Option<Bound<'_, PyString>>, first_line: usize) -> Self {
         LineDecoder {
-            source,
+            source: source.map(Bound::unbind),
             lineno: first_line,
             pending: Vec::new(),
             decoder: Decoder::default(),
@@ -77,8 +100,13 @@ impl LineDecoder {
         if !buffer.is_c_contiguous() {
             return Err(PyValueError::new_err("feed() needs contiguous bytes"));
         }
-        // SAFETY: a contiguous u8 buffer of `len_bytes()` bytes, alive while `buffer` is; the GIL is held, and
-        // the only writers to such a buffer (readinto) are Python code, which cannot run during this call.
+        // No Python code may run while we read the buffer (see below), not even a finalizer.
+        let _gc = GcPause::new(py)?;
+        // SAFETY: a contiguous u8 buffer of `len_bytes()` bytes, alive (and not resizable: it is exported) while
+        // `buffer` is. Nobody writes to it while we read it: the GIL is held for the whole call, and no Python code
+        // runs during it (decoding calls only CPython's constructors, and `_gc` keeps them from starting a garbage
+        // collection, whose finalizers would be Python code); another thread could only write through the buffer
+        // while holding the GIL, and only Python code could let go of it.
         let data = unsafe {
             std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
         };
@@ -86,7 +114,7 @@ impl LineDecoder {
         // Lines end at '\n' here: a '\r' at the very end may be the first half of "\r\n", so it waits too.
         let Some(last_newline) = memchr::memrchr(b'\n', data) else {
             self.pending.extend_from_slice(data);
-            return Ok(messages.into_list(py));
+            return messages.into_list(py);
         };
         let (complete, rest) = data.split_at(last_newline + 1);
         let mut body = complete;
@@ -94,25 +122,25 @@ impl LineDecoder {
             let first_end = memchr::memchr(b'\n', complete).map_or(complete.len(), |i| i + 1);
             self.pending.extend_from_slice(&complete[..first_end]);
             let joined = std::mem::take(&mut self.pending);
-            self.decode(&joined, &mut messages)?;
+            self.decode(py, &joined, &mut messages)?;
             body = &complete[first_end..];
         }
-        self.decode(body, &mut messages)?;
+        self.decode(py, body, &mut messages)?;
         self.pending.extend_from_slice(rest);
-        Ok(messages.into_list(py))
+        messages.into_list(py)
     }
 
     /// The message of a last line that had no line break after it.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut messages = Owned::default();
         let pending = std::mem::take(&mut self.pending);
-        self.decode(&pending, &mut messages)?;
-        Ok(messages.into_list(py))
+        self.decode(py, &pending, &mut messages)?;
+        messages.into_list(py)
     }
 }
 
 impl LineDecoder {
-    fn decode(&mut self, data: &[u8], out: &mut Owned) -> PyResult<()> {
+    fn decode(&mut self, py: Python<'_>, data: &[u8], out: &mut Owned) -> PyResult<()> {
         let at_start = self.lineno == 1;
         let data = if at_start {
             data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
@@ -122,7 +150,7 @@ impl LineDecoder {
         self.lineno = self
             .decoder
             .lines(data, self.lineno, out)
-            .map_err(|e| e.into_pyerr(&self.source))?;
+            .map_err(|e| into_pyerr(py, e, self.source.as_ref().map(|s| s.bind(py))))?;
         Ok(())
     }
 }
@@ -132,16 +160,18 @@ impl LineDecoder {
 struct Owned(Vec<*mut ffi::PyObject>);
 
 impl Owned {
-    fn into_list(mut self, py: Python<'_>) -> Bound<'_, PyList> {
-        let items = std::mem::take(&mut self.0);
-        // SAFETY: GIL held; PyList_SET_ITEM steals each reference, which we own.
+    /// The list of the objects; a MemoryError (the objects released) if it cannot be made.
+    fn into_list(mut self, py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+        // SAFETY: GIL held (`py`). PyList_New returns a new list of NULL slots, or NULL with an error set (then
+        // `self` still owns, and on drop releases, the objects); PyList_SET_ITEM steals each reference, which we
+        // own and take out of `self`, into a slot in range.
         unsafe {
-            let list = ffi::PyList_New(items.len() as ffi::Py_ssize_t);
-            let list = Bound::from_owned_ptr_or_err(py, list).expect("out of memory");
-            for (i, item) in items.into_iter().enumerate() {
+            let list = ffi::PyList_New(self.0.len() as ffi::Py_ssize_t);
+            let list = Bound::from_owned_ptr_or_err(py, list)?;
+            for (i, item) in std::mem::take(&mut self.0).into_iter().enumerate() {
                 ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item);
             }
-            list.cast_into_unchecked()
+            Ok(list.cast_into_unchecked())
         }
     }
 }
@@ -163,6 +193,10 @@ struct Fail {
 
 enum Reason {
     Syntax(&'static str),
+    /// Past `MAX_DEPTH` levels.
+    TooDeep,
+    /// Less than `ffi::STACK_MARGIN` of the thread's stack was left at this depth.
+    StackExhausted(usize),
     /// CPython refused a value (an int with more digits than `sys.get_int_max_str_digits()`).
     Value(PyErr),
 }
@@ -181,6 +215,8 @@ type Parsed = std::result::Result<*mut ffi::PyObject, Fail>;
 pub struct Decoder {
     /// Unescaped string contents and number texts are built here, reused for every value.
     scratch: Vec<u8>,
+    /// Container levels must start above this address (`ffi::stack_floor`), set by each call; 0 when unknown.
+    stack_floor: usize,
     /// Items of the arrays being parsed, innermost last: one stack for all levels.
     items: Owned,
     strings: StringCache,
@@ -189,6 +225,7 @@ pub struct Decoder {
 impl Decoder {
     /// Decodes every line of `data` into `out`; returns the number of the line after the last.
     fn lines(&mut self, data: &[u8], first_line: usize, out: &mut Owned) -> Result<usize> {
+        self.stack_floor = stack_floor();
         let mut start = 0;
         let mut lineno = first_line;
         while start < data.len() {
@@ -239,20 +276,24 @@ impl Decoder {
         at: usize,
         depth: usize,
     ) -> std::result::Result<(*mut ffi::PyObject, usize), Fail> {
-        // SAFETY for every block here: decoding runs with the GIL held (from the #[pyfunction]).
         match line.get(at) {
             Some(b'"') => self.string(line, at),
-            Some(b'{' | b'[') if depth >= MAX_DEPTH => fail(at, "nested deeper than 1024 levels"),
+            Some(b'{' | b'[') if depth >= MAX_DEPTH || stack_exhausted(self.stack_floor) => {
+                Err(too_deep(at, depth))
+            }
             Some(b'{') => self.object(line, at, depth),
             Some(b'[') => self.array(line, at, depth),
             Some(b'-' | b'0'..=b'9') => self.number(line, at),
             Some(b't') if line[at..].starts_with(b"true") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_True() }), at + 4))
             }
             Some(b'f') if line[at..].starts_with(b"false") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_False() }), at + 5))
             }
             Some(b'n') if line[at..].starts_with(b"null") => {
+                // SAFETY: decoding runs with the GIL held (from the #[pyfunction]); a singleton is always live.
                 Ok((new_ref(unsafe { ffi::Py_None() }), at + 4))
             }
             Some(b'N') if line[at..].starts_with(b"NaN") => Ok((float(f64::NAN)?, at + 3)),
@@ -482,11 +523,11 @@ impl Decoder {
             return fail(at, "expecting a value");
         };
         let text = &line[at..end];
-        // SAFETY (all three): GIL held; `text` is ASCII digits, sign, '.', 'e' by `scan_number`.
         if is_float {
-            let v: f64 = unsafe { std::str::from_utf8_unchecked(text) }
-                .parse()
-                .expect("number grammar");
+            // SAFETY: `text` is ASCII (digits, sign, '.', 'e') by `scan_number`.
+            let Ok(v) = unsafe { std::str::from_utf8_unchecked(text) }.parse::<f64>() else {
+                return fail(at, "expecting a value");
+            };
             return Ok((float(v)?, end));
         }
         if end - digits <= 18 {
@@ -494,6 +535,7 @@ impl Decoder {
                 .iter()
                 .fold(0i64, |acc, d| acc * 10 + (d - b'0') as i64);
             let v = if negative { -magnitude } else { magnitude };
+            // SAFETY: GIL held.
             let obj = unsafe { ffi::PyLong_FromLongLong(v) };
             return if obj.is_null() {
                 Err(python_fail(at))
@@ -504,6 +546,7 @@ impl Decoder {
         self.scratch.clear();
         self.scratch.extend_from_slice(text);
         self.scratch.push(0);
+        // SAFETY: GIL held; `scratch` is the NUL-terminated ASCII number text.
         let obj = unsafe {
             ffi::PyLong_FromString(
                 self.scratch.as_ptr().cast::<c_char>(),
@@ -602,6 +645,16 @@ fn utf8_str(bytes: &[u8], surrogates: bool, at: usize) -> Parsed {
 }
 
 #[cold]
+fn too_deep(at: usize, depth: usize) -> Fail {
+    let reason = if depth >= MAX_DEPTH {
+        Reason::TooDeep
+    } else {
+        Reason::StackExhausted(depth)
+    };
+    Fail { at, reason }
+}
+
+#[cold]
 fn python_fail(at: usize) -> Fail {
     // SAFETY: called right after a CPython call failed, with the GIL held.
     let py = unsafe { Python::assume_attached() };
@@ -621,7 +674,12 @@ fn line_error(line: &[u8], lineno: usize, at: usize, reason: Reason) -> Error {
         + 1;
     let reason = match reason {
         Reason::Syntax(text) => text.to_owned(),
+        Reason::TooDeep => format!("nested deeper than {MAX_DEPTH} levels"),
+        Reason::StackExhausted(depth) => {
+            format!("nested too deep for the thread's stack ({depth} levels)")
+        }
         Reason::Value(err) => {
+            // SAFETY: decoding runs with the GIL held.
             let py = unsafe { Python::assume_attached() };
             err.value(py).to_string()
         }
@@ -642,6 +700,7 @@ struct StringCache {
 // SAFETY: the raw pointers (the cache, the array stack, empty between calls) are only touched by the methods of a
 // `LineDecoder`, which run with the GIL held and one at a time (pyo3 borrow-checks `&mut self`).
 unsafe impl Send for Decoder {}
+// SAFETY: as for Send.
 unsafe impl Sync for Decoder {}
 
 const CACHE_SLOTS: usize = 1024;

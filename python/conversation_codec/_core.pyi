@@ -43,7 +43,8 @@ class Encoded:
 def encode_lines(messages: Iterable[Any], /) -> Encoded:
     """One compact JSON document per message, each followed by a newline, as UTF-8.
 
-    Raises `EncodeError` (naming the key path) for a value that cannot be written, before returning anything.
+    Raises `EncodeError` (naming the key path) for a value that cannot be written, before returning anything,
+    including nesting deeper than 1024 levels or than the calling thread's stack can hold.
     """
 
 def encode_chunks(messages: Iterable[Any], /, *, chunk_size: int = 4194304) -> LineChunks:
@@ -123,7 +124,8 @@ class BlockWriter:
 def decode_lines(data: bytes, /, *, source: str = "<bytes>", first_line: int = 1) -> list[Any]:
     """The messages of JSONL `data`, skipping blank lines.
 
-    Raises `DecodeError` naming `source` and the line (counted from `first_line`) and column.
+    Raises `DecodeError` naming `source` and the line (counted from `first_line`) and column. `source` may be any
+    str (a path from `os.fsdecode` need not be UTF-8); the error carries that very object.
     """
 
 @final
