@@ -638,12 +638,13 @@ def test_mutated_json_text_is_judged_as_the_stdlib_judges_it(conv_path: Path, te
         accepted = True
     except ValueError:
         accepted = False
-    conv_path.write_bytes(b"[0]\n" + text.encode("utf-8") + b"\n")
+    # Not the last line: a last line ending with a TAB would say its turn goes on (docs/FORMAT.md, 1.2).
+    conv_path.write_bytes(b"[0]\n" + text.encode("utf-8") + b"\n[1]\n")
     codec = ConversationCodec(conv_path)
     if not text.strip():
-        assert codec.load() == [[0]]  # blank as the original's `line.strip()` sees it: skipped
+        assert codec.load() == [[0], [1]]  # blank as the original's `line.strip()` sees it: skipped
     elif accepted:
-        assert_same(codec.load(), [[0], expected])
+        assert_same(codec.load(), [[0], expected, [1]])
     else:
         with pytest.raises(DecodeError) as info:
             codec.load()

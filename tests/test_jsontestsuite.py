@@ -186,7 +186,7 @@ def test_an_unterminated_case_is_whole_only_if_it_parses(conv_path: Path, name: 
     accepted, expected = stdlib(data)
     conv_path.write_bytes(b'{"first": 1}\n' + data)
     codec = ConversationCodec(conv_path)
-    if name in BLANK:
+    if name in BLANK and not data.startswith(b"\xef\xbb\xbf"):  # a BOM is no whitespace after the start
         assert codec.load() == [{"first": 1}]
     elif accepted and strict_utf8(data):
         assert_same(codec.load(), [{"first": 1}, expected])

@@ -291,8 +291,8 @@ def _remove_folders_made_outside_tmp_path():
 READ_ONLY_CHILD = textwrap.dedent(
     """
     import json, os, sys
+    from conversation_codec import ConversationCodec  # imported first: root's interpreter is not for nobody
     os.setgid(65534); os.setuid(65534)
-    from conversation_codec import ConversationCodec
     codec = ConversationCodec(sys.argv[1])
     print(json.dumps([len(codec), codec.load(last=2), len(codec.load()), len(list(codec))]))
     """

@@ -123,7 +123,9 @@ def temporary_name(path: str) -> str:
     return os.path.join(folder, f".{name}.tmp")
 
 
-def replace(path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | None = None, lock: bool = False) -> int:
+def replace(
+    path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | None = None, lock: bool = False
+) -> int:
     """Replaces the file at `path` with the concatenated `chunks`, atomically; with `durable`, surviving a power
     cut once this returns. The caller holds the writer lock of `path`.
 
@@ -142,30 +144,34 @@ def replace(path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | No
     with suppress(FileNotFoundError):
         os.unlink(tmp)  # left by a save that was killed: we hold the lock, so no save is using it
     fd = os.open(tmp, _NEW_FLAGS, NEW_FILE_MODE)
+    locked = -1
     try:
-        _write_chunks(fd, iter(chunks), durable)
-        if mode != NEW_FILE_MODE:
-            os.fchmod(fd, mode)
-        if durable:
-            flush(fd)
-        if lock:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, path)
-    except BaseException:
-        os.close(fd)
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
         try:
-            flush_folder(folder)
-        except BaseException:
+            _write_chunks(fd, iter(chunks), durable)
+            if mode != NEW_FILE_MODE:
+                os.fchmod(fd, mode)
+            if durable:
+                flush(fd)
+        finally:
             os.close(fd)
-            raise
-    if lock:
-        return fd
-    os.close(fd)
-    return -1
+        if lock:
+            # Locked through a descriptor of its own, opened now: a child forked while the file was written
+            # holds copies of `fd` (and of the writer thread's), which must not keep this lock alive.
+            locked = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            WriterLock._claim(locked, os.fstat(locked))
+            fcntl.flock(locked, fcntl.LOCK_EX)
+        os.rename(tmp, path)
+        if durable:
+            flush_folder(folder)
+    except BaseException:
+        if locked >= 0:
+            WriterLock._release(locked)
+            os.close(locked)
+        with suppress(OSError):
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        raise
+    return locked
 
 
 def _write_chunks(fd: int, chunks: Iterator[Chunk], durable: bool) -> None:
@@ -288,12 +294,9 @@ class WriterLock:
             self.fd = -1
 
     def adopt(self, fd: int) -> None:
-        """Holds the lock through `fd` (a new file that took the path, already locked) instead."""
-        st = os.fstat(fd)
-        with _held_guard:
-            _held[fd] = ((st.st_dev, st.st_ino), threading.get_ident())
+        """Holds the lock through `fd` (the new file that took the path, locked by `replace`) instead."""
         self.__exit__()
-        self.fd, self.st = fd, st
+        self.fd, self.st = fd, os.fstat(fd)
 
     @staticmethod
     def _claim(fd: int, st: os.stat_result) -> None:

@@ -149,7 +149,7 @@ def scan(kind: str, data: bytes, base: int) -> Scan:
         plain, end, error = _core.scan_plain(data, base=base)
         if error is None and end == base + len(data) and data[-1:] not in (b"", b"\n"):
             start = last_turn_start(data)
-            if data[start : start + 1] == b"\t":  # the first line of a turn of several, cut short
+            if data[start : start + 1] == b"\t" and data[start:].strip():  # a turn of several, cut short
                 plain, end, error = _core.scan_plain(data[:start], base=base)
                 end = base + start if error is None else end
         frames = [(offset, length, count) for offset, length, count, _ in plain]

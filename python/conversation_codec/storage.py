@@ -631,7 +631,7 @@ def _plain_tail(fd: int, size: int) -> tuple[int, int]:
         return size, size  # the usual case: the last turn is whole
     boundary = _last_boundary(fd, size)
     rest = files.read_at(fd, size - boundary, boundary)
-    if rest[:1] == b"\t":  # a turn of several messages, cut short
+    if rest[:1] == b"\t" and rest.strip():  # a turn of several messages, cut short
         return boundary, boundary
     _, end, error = _core.scan_plain(rest, base=boundary)
     return boundary, size if error is None and end == size else boundary
