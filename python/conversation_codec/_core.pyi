@@ -1,6 +1,6 @@
 """The Rust core: JSONL bytes to and from Python objects. Private; use `conversation_codec`."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, final
 
@@ -74,7 +74,7 @@ def index_header(dev: int, ino: int, /) -> bytes:
 def parse_index_header(data: bytes, /) -> tuple[int, int] | None:
     """The identity (`st_dev`, `st_ino`) in an index header; None if it is damaged or not an index's."""
 
-def pack_records(records: list[tuple[int, int, int, int, int]], /) -> bytes:
+def pack_records(records: Sequence[tuple[int, int, int, int, int]], /) -> bytes:
     """The records' bytes; ValueError for a length or count of 2**32 or more."""
 
 def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:

@@ -40,8 +40,8 @@ __all__ = [
     "read_at",
     "replace",
     "side_file",
-    "writer_active",
     "write_all",
+    "writer_active",
 ]
 
 # Conversations hold personal data: new files and folders are private to their owner.
@@ -123,9 +123,7 @@ def temporary_name(path: str) -> str:
     return os.path.join(folder, f".{name}.tmp")
 
 
-def replace(
-    path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | None = None, lock: bool = False
-) -> int:
+def replace(path: str, chunks: Iterable[Chunk], *, durable: bool, mode: int | None = None, lock: bool = False) -> int:
     """Replaces the file at `path` with the concatenated `chunks`, atomically; with `durable`, surviving a power
     cut once this returns. The caller holds the writer lock of `path`.
 

@@ -23,7 +23,7 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Union
 
 from . import _core, crypto
 from .errors import CorruptFileError, DecryptionError, FormatMismatchError, UnencryptedFileError
@@ -75,7 +75,7 @@ class Record(NamedTuple):
 
     offset: int
     length: int
-    count: int
+    messages: int
     before: int
     crc: int
 
@@ -86,7 +86,7 @@ class Record(NamedTuple):
     @property
     def after(self) -> int:
         """The number of messages up to the end of this frame."""
-        return self.before + self.count
+        return self.before + self.messages
 
 
 class Scan(NamedTuple):
@@ -100,16 +100,16 @@ class Scan(NamedTuple):
     frames: list[tuple[int, int, int]]
     end: int
     torn: bool
-    damage: Optional[tuple[int, str]]
+    damage: tuple[int, str] | None
 
 
 class Opened(NamedTuple):
     """The JSONL of one stored frame, with its binding when it is an encrypted frame that has one."""
 
     jsonl: bytes
-    conversation: Optional[bytes]
-    before: Optional[int]
-    count: Optional[int]
+    conversation: bytes | None
+    before: int | None
+    messages: int | None
 
 
 def kind_of(first: int | None) -> str | None:
@@ -300,9 +300,9 @@ class Binding:
                     f"an encrypted frame out of place: it follows message {opened.before}, but {self.before} "
                     "messages precede it (frames dropped, duplicated or reordered)",
                 )
-            if opened.count != count:
+            if opened.messages != count:
                 raise CorruptFileError(
-                    self.source, offset, f"an encrypted frame says it holds {opened.count} messages, not {count}"
+                    self.source, offset, f"an encrypted frame says it holds {opened.messages} messages, not {count}"
                 )
         self.first = False
         self.before += count

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from . import _core, files
 from .errors import CodecError, CorruptFileError, TornTailWarning
@@ -68,10 +68,10 @@ class Known(NamedTuple):
     identity: Identity
     size: int
     mtime: int
-    count: int
+    messages: int
     conversation: bytes
     index_size: int
-    records: Optional[list[Record]]  # every frame's record, while the file has no index yet
+    records: list[Record] | None  # every frame's record, while the file has no index yet
 
 
 class FileStore:
@@ -144,7 +144,7 @@ class FileStore:
             if _crcs_match(data, start, records):
                 past = records[-1].end
                 found = self._scan(view, data[past - start :], past)
-                frames = [(r.offset, r.length, r.count) for r in records] + found.frames
+                frames = [(r.offset, r.length, r.messages) for r in records] + found.frames
                 binding = Binding(self.source, before=records[0].before)
                 return self._decode(view.kind, data, start, frames, binding)[-last:]
         return self.load(view)[-last:]
@@ -260,9 +260,7 @@ class FileStore:
         with files.WriterLock(self.path, create=True) as lock:
             assert lock is not None
             known = self._prepare(lock)
-            frame = self.framing.seal(
-                jsonl, count, before=known.count, conversation=known.conversation, turn=True
-            )
+            frame = self.framing.seal(jsonl, count, before=known.messages, conversation=known.conversation, turn=True)
             try:
                 files.write_all(lock.fd, frame)
                 if self.durable:
@@ -273,7 +271,7 @@ class FileStore:
                     os.ftruncate(lock.fd, known.size)
                 self._known = None
                 raise
-            record = Record(known.size, len(frame), count, known.count, _core.crc32(frame))
+            record = Record(known.size, len(frame), count, known.messages, _core.crc32(frame))
             self._remember(lock, known, [record])
 
     def _remember(self, lock: files.WriterLock, known: Known, added: list[Record]) -> None:
@@ -292,7 +290,7 @@ class FileStore:
             known.identity,
             st.st_size,
             st.st_mtime_ns,
-            known.count + sum(r.count for r in added),
+            known.messages + sum(r.messages for r in added),
             known.conversation,
             index_size,
             records,
@@ -411,7 +409,7 @@ class FileStore:
             (st.st_dev, st.st_ino),
             st.st_size,
             st.st_mtime_ns,
-            sum(r.count for r in records),
+            sum(r.messages for r in records),
             conversation,
             0,
             records,
@@ -427,6 +425,7 @@ class FileStore:
         if head is None:
             return
         kind = kind_of(head[1])
+        assert kind is not None
         try:
             if kind == PLAIN:
                 cut, whole = _plain_tail(lock.fd, size)
@@ -481,11 +480,11 @@ class FileStore:
             )
 
     def _check_index(self, view: View, data: bytes, salvage: Salvage) -> str:
-        """"sound", "behind" (it misses the last frames: they are scanned), "none", or what is wrong with it."""
+        """ "sound", "behind" (it misses the last frames: they are scanned), "none", or what is wrong with it."""
         found = self.index.tail(view.identity, view.size, 1 << 62)
         if found is None:
             return "none" if not os.path.exists(self.index.path) else "not this file's, or damaged (ignored)"
-        counts = {r.offset: r.count for r in salvage.records}
+        counts = {r.offset: r.messages for r in salvage.records}
         base = view.start
         for record in found:
             stored = data[record.offset - base : record.end - base]
@@ -495,8 +494,8 @@ class FileStore:
                 count = counts.get(record.offset, -1)
             else:
                 count = sum(c for _, _, c in scan(view.kind, stored, record.offset).frames)
-            if count != record.count:
-                return f"its record of the frame at byte {record.offset} says {record.count} messages, not {count}"
+            if count != record.messages:
+                return f"its record of the frame at byte {record.offset} says {record.messages} messages, not {count}"
         return "sound" if found[-1].end == (salvage.records[-1].end if salvage.records else 0) else "behind"
 
     def repair(self) -> tuple[list[str], Report]:
@@ -526,9 +525,7 @@ class FileStore:
                 raise salvage.first_error or CorruptFileError(self.source, head[0], "no frame can be read")
             backup = _keep_copy(real, data if head[0] == 0 else files.read_at(lock.fd, size, 0), self.durable)
             written.append(backup)
-            self._replace_locked(
-                lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes)
-            )
+            self._replace_locked(lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes))
         return written, report
 
     def _salvage(self, kind: str, data: bytes, base: int) -> Salvage:
@@ -538,7 +535,7 @@ class FileStore:
         at = base
         while at < base + len(data):
             found = scan(kind, data[at - base :], at)
-            for offset, length, count in found.frames:
+            for offset, length, _ in found.frames:
                 stored = data[offset - base : offset - base + length]
                 try:
                     if kind == FERNET:
@@ -567,7 +564,7 @@ class FileStore:
         running = 0
         for i, record in enumerate(result.records):
             result.records[i] = record._replace(before=running)
-            running += record.count
+            running += record.messages
         return result
 
 
@@ -577,7 +574,7 @@ class Salvage:
     records: list[Record] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
     torn: int = 0
-    first_error: Optional[CodecError] = None
+    first_error: CodecError | None = None
 
 
 def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
@@ -600,7 +597,7 @@ def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
 
 
 def _count_of(found: tuple[Record, int] | None) -> int:
-    return 0 if found is None else found[0].count
+    return 0 if found is None else found[0].messages
 
 
 def _keep_copy(path: str, data: bytes, durable: bool) -> str:
