@@ -143,14 +143,17 @@ def last_turn_start(data: bytes) -> int:
     return 0
 
 
-def scan(kind: str, data: bytes, base: int) -> Scan:
-    """The whole frames in `data`, stored bytes of `kind` that start at offset `base`, at a frame's start."""
+def scan(kind: str, data: bytes, base: int, *, turns: bool = False) -> Scan:
+    """The whole frames in `data`, stored bytes of `kind` that start at offset `base`, at a frame's start.
+
+    Plain data has no frame marks: it is cut into frames of about FRAME_BYTES of whole turns, or, with `turns`,
+    into single turns (so that damage costs only its own turn)."""
     if kind == PLAIN:
-        plain, end, error = _core.scan_plain(data, base=base)
+        plain, end, error = _core.scan_plain(data, base=base, target=1 if turns else FRAME_BYTES)
         if error is None and end == base + len(data) and data[-1:] not in (b"", b"\n"):
             start = last_turn_start(data)
             if data[start : start + 1] == b"\t" and data[start:].strip():  # a turn of several, cut short
-                plain, end, error = _core.scan_plain(data[:start], base=base)
+                plain, end, error = _core.scan_plain(data[:start], base=base, target=1 if turns else FRAME_BYTES)
                 end = base + start if error is None else end
         frames = [(offset, length, count) for offset, length, count, _ in plain]
         if error is not None:
@@ -275,10 +278,10 @@ class Binding:
     """Checks, frame after frame, that encrypted frames are in their place: same conversation, consecutive message
     numbers. Frames of the original design carry no header; one is accepted only as the very first frame."""
 
-    def __init__(self, source: str, *, conversation: bytes | None = None, before: int = 0) -> None:
+    def __init__(self, source: str, *, conversation: bytes | None = None, before: int | None = 0) -> None:
         self.source = source
         self.conversation = conversation
-        self.before = before
+        self.before = before  # None: take the next frame's word for it (resuming after damage, in repair)
         self.first = before == 0 and conversation is None
 
     def check(self, opened: Opened, count: int, offset: int) -> None:
@@ -293,7 +296,9 @@ class Binding:
                 self.conversation = opened.conversation
             elif opened.conversation != self.conversation:
                 raise CorruptFileError(self.source, offset, "an encrypted frame of another conversation")
-            if opened.before != self.before:
+            if self.before is None:
+                self.before = opened.before
+            elif opened.before != self.before:
                 raise CorruptFileError(
                     self.source,
                     offset,
@@ -305,4 +310,4 @@ class Binding:
                     self.source, offset, f"an encrypted frame says it holds {opened.messages} messages, not {count}"
                 )
         self.first = False
-        self.before += count
+        self.before = (self.before or 0) + count

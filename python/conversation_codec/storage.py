@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import _core, files
-from .errors import CodecError, CorruptFileError, TornTailWarning
+from .errors import CodecError, CorruptFileError, DecryptionError, TornTailWarning
 from .frames import FERNET, GZIP, PLAIN, Binding, Framing, Record, Scan, first_byte, kind_of, scan
 from .index import Identity, Index
 
@@ -342,8 +342,9 @@ class FileStore:
             conversation = binding.conversation
         if found.torn:
             size, _ = self._set_aside(lock, found.end, size)
-        elif kind == PLAIN and records and not data.endswith(b"\n"):
-            # A whole last line without its line break (written by hand): it gets one, as part of its frame.
+        elif kind != GZIP and records and not data.endswith(b"\n"):
+            # A whole last line without its line break (written by hand, or the original design's one token):
+            # it gets one, as part of its frame.
             files.write_all(lock.fd, b"\n")
             last_record = records[-1]
             stored = data[last_record.offset - start :] + b"\n"
@@ -469,9 +470,10 @@ class FileStore:
                 return Report(True, 0, 0, 0, index="none" if not os.path.exists(self.index.path) else "stale")
             data = files.read_at(view.fd, view.size - view.start, view.start)
             salvage = self._salvage(view.kind, data, view.start)
+            salvage.raise_for_key()
             index = self._check_index(view, data, salvage)
             return Report(
-                ok=not salvage.errors and not salvage.torn and index in ("none", "sound", "behind"),
+                ok=not salvage.errors and not salvage.torn and not index.startswith("wrong"),
                 messages=len(salvage.messages),
                 frames=len(salvage.records),
                 torn_tail_bytes=view.size - salvage.torn if salvage.torn else 0,
@@ -483,19 +485,19 @@ class FileStore:
         """ "sound", "behind" (it misses the last frames: they are scanned), "none", or what is wrong with it."""
         found = self.index.tail(view.identity, view.size, 1 << 62)
         if found is None:
-            return "none" if not os.path.exists(self.index.path) else "not this file's, or damaged (ignored)"
+            return "none" if not os.path.exists(self.index.path) else "ignored: not this file's, stale or damaged"
         counts = {r.offset: r.messages for r in salvage.records}
         base = view.start
         for record in found:
             stored = data[record.offset - base : record.end - base]
             if _core.crc32(stored) != record.crc:
-                return f"its record of the frame at byte {record.offset} has another CRC"
+                return f"ignored: its record of the frame at byte {record.offset} has another CRC"
             if view.kind == FERNET:
                 count = counts.get(record.offset, -1)
             else:
                 count = sum(c for _, _, c in scan(view.kind, stored, record.offset).frames)
             if count != record.messages:
-                return f"its record of the frame at byte {record.offset} says {record.messages} messages, not {count}"
+                return f"wrong: its record of the frame at byte {record.offset} says {record.messages} messages, not {count}"
         return "sound" if found[-1].end == (salvage.records[-1].end if salvage.records else 0) else "behind"
 
     def repair(self) -> tuple[list[str], Report]:
@@ -520,9 +522,9 @@ class FileStore:
             salvage = self._salvage(kind, data, head[0])
             if not salvage.errors:  # only a torn tail: set it aside
                 written.append(self._set_aside(lock, salvage.torn, size)[1])
+                self.index.write(lock, (lock.st.st_dev, lock.st.st_ino), salvage.records)
                 return written, report
-            if kind == FERNET and not salvage.records:
-                raise salvage.first_error or CorruptFileError(self.source, head[0], "no frame can be read")
+            salvage.raise_for_key()
             backup = _keep_copy(real, data if head[0] == 0 else files.read_at(lock.fd, size, 0), self.durable)
             written.append(backup)
             self._replace_locked(lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes))
@@ -534,7 +536,7 @@ class FileStore:
         binding = Binding(self.source)
         at = base
         while at < base + len(data):
-            found = scan(kind, data[at - base :], at)
+            found = scan(kind, data[at - base :], at, turns=True)
             for offset, length, _ in found.frames:
                 stored = data[offset - base : offset - base + length]
                 try:
@@ -549,18 +551,18 @@ class FileStore:
                 except CodecError as exc:
                     result.first_error = result.first_error or exc
                     result.errors.append((getattr(exc, "offset", offset), str(exc)))
-                    binding = Binding(self.source, before=binding.before)
+                    binding = Binding(self.source, conversation=binding.conversation, before=None)
                     continue
                 result.messages += messages
-                result.records.append(Record(offset, length, len(messages), binding.before, _core.crc32(stored)))
+                result.records.append(Record(offset, length, len(messages), 0, _core.crc32(stored)))
             if found.torn:
                 result.torn = found.end
                 break
             if found.damage is None:
                 break
             result.errors.append(found.damage)
+            binding = Binding(self.source, conversation=binding.conversation, before=None)
             at = _resync(kind, data, base, found.damage[0])
-        # Records' "before" were filled as the binding went; recompute them as a plain running count.
         running = 0
         for i, record in enumerate(result.records):
             result.records[i] = record._replace(before=running)
@@ -575,6 +577,12 @@ class Salvage:
     errors: list[tuple[int, str]] = field(default_factory=list)
     torn: int = 0
     first_error: CodecError | None = None
+
+    def raise_for_key(self) -> None:
+        """A key that opens no frame at all is the wrong key, not damage: it is raised rather than reported (and
+        never "repaired" into an empty conversation)."""
+        if not self.records and isinstance(self.first_error, DecryptionError):
+            raise self.first_error
 
 
 def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
