@@ -135,7 +135,7 @@ def test_a_header_less_frame_after_the_first_is_refused(three_turns: tuple[Conve
 
 
 def test_a_frame_header_says_its_place(three_turns: tuple[ConversationCodec, list[bytes]]) -> None:
-    codec, lines = three_turns
+    _, lines = three_turns
     headers = [Fernet(KEY).decrypt(line.strip())[:32] for line in lines]
     magic, ids, befores, counts = zip(*(struct.unpack("<4s16sQI", h) for h in headers))
     assert set(magic) == {b"\x00CC\x01"}

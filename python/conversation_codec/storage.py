@@ -166,7 +166,7 @@ class FileStore:
         binding = Binding(self.source, before=before)
         for offset, length, _ in found.frames:
             self._open_counted(data[offset - start : offset - start + length], offset, binding)
-        return binding.before
+        return binding.before or 0
 
     def iterate(self, view: View) -> Iterator[Any]:
         """The messages one at a time; memory is bounded by a read block and the largest frame."""
@@ -491,13 +491,13 @@ class FileStore:
         for record in found:
             stored = data[record.offset - base : record.end - base]
             if _core.crc32(stored) != record.crc:
-                return f"ignored: its record of the frame at byte {record.offset} has another CRC"
+                return f"ignored: the record of the frame at byte {record.offset} has another CRC"
             if view.kind == FERNET:
                 count = counts.get(record.offset, -1)
             else:
                 count = sum(c for _, _, c in scan(view.kind, stored, record.offset).frames)
             if count != record.messages:
-                return f"wrong: its record of the frame at byte {record.offset} says {record.messages} messages, not {count}"
+                return f"wrong: the record of the frame at byte {record.offset} says {record.messages} messages, not {count}"
         return "sound" if found[-1].end == (salvage.records[-1].end if salvage.records else 0) else "behind"
 
     def repair(self) -> tuple[list[str], Report]:
