@@ -497,7 +497,7 @@ class FileStore:
             else:
                 count = sum(c for _, _, c in scan(view.kind, stored, record.offset).frames)
             if count != record.messages:
-                return f"wrong: the frame at byte {record.offset} holds {count} messages, its record says {record.messages}"
+                return f"wrong: the frame at byte {record.offset} holds {count} messages, not {record.messages}"
         return "sound" if found[-1].end == (salvage.records[-1].end if salvage.records else 0) else "behind"
 
     def repair(self) -> tuple[list[str], Report]:
