@@ -14,7 +14,6 @@ mod gzip;
 mod index;
 // scan.rs (not part of this change) still has an unsafe fn whose body is one unsafe operation: allowed there until
 // its owner wraps it in an `unsafe` block.
-#[allow(unsafe_op_in_unsafe_fn)]
 mod scan;
 mod validate;
 #[cfg(unix)]

@@ -77,19 +77,23 @@ mod sse2 {
     /// `p` must point to 16 readable bytes.
     #[inline(always)]
     pub unsafe fn masks(p: *const u8) -> (u32, u32) {
-        let chunk = _mm_loadu_si128(p.cast());
-        let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
-        let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
-        // Unsigned `byte <= 0x1F`: max(byte, 0x1F) == 0x1F.
-        let control = _mm_cmpeq_epi8(
-            _mm_max_epu8(chunk, _mm_set1_epi8(0x1F)),
-            _mm_set1_epi8(0x1F),
-        );
-        let special = _mm_or_si128(_mm_or_si128(quote, backslash), control);
-        (
-            _mm_movemask_epi8(special) as u32,
-            _mm_movemask_epi8(chunk) as u32,
-        )
+        // SAFETY: the caller guarantees 16 readable bytes at `p` (the load is unaligned: loadu); the rest are
+        // register operations of SSE2, which every x86_64 target has.
+        unsafe {
+            let chunk = _mm_loadu_si128(p.cast());
+            let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned `byte <= 0x1F`: max(byte, 0x1F) == 0x1F.
+            let control = _mm_cmpeq_epi8(
+                _mm_max_epu8(chunk, _mm_set1_epi8(0x1F)),
+                _mm_set1_epi8(0x1F),
+            );
+            let special = _mm_or_si128(_mm_or_si128(quote, backslash), control);
+            (
+                _mm_movemask_epi8(special) as u32,
+                _mm_movemask_epi8(chunk) as u32,
+            )
+        }
     }
 }
 

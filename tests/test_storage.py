@@ -633,3 +633,25 @@ def test_gzip_damage_early_in_a_file_without_index_is_not_a_torn_tail(tmp_path: 
     with pytest.raises(CorruptFileError):
         ConversationCodec(path, compressed=True).append_turn(message(11))
     assert side_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------ [12] gzip counts are never trusted unchecked
+
+
+def test_a_flipped_bit_in_a_gzip_members_count_is_an_error_never_a_wrong_answer(tmp_path: Path) -> None:
+    path = tmp_path / "c.gz"
+    codec = ConversationCodec(path, compressed=True)
+    codec.append_turn([message(0), message(1)])
+    first = path.stat().st_size
+    codec.append_turn([message(2), message(3)])
+    whole = path.read_bytes()
+    for bit in range(32):  # the message count field of the second member: bytes 20-23 of its header
+        data = bytearray(whole)
+        data[first + 20 + bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(data))
+        fresh = ConversationCodec(path, compressed=True)
+        for view, right in ((fresh.__len__, 4), (lambda: fresh.load(last=3), [message(1), message(2), message(3)])):
+            try:
+                assert view() == right, bit
+            except CorruptFileError as exc:
+                assert exc.offset == first, bit
