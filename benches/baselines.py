@@ -2,13 +2,15 @@
 
 `Original` is the original pure-Python design, the drop-in this package replaces; the interoperability tests
 use it too (files it writes must load here, and plain files written here must load with it).
-`Orjson` is what a careful user would write instead with orjson.
+`Orjson` is what a careful user would write instead with orjson; `OrjsonDurable` the same, written the way a
+durable save is (temp file, fsync, rename, folder fsync): the like-with-like reference for our default save.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,3 +95,32 @@ class Orjson:
             data = gzip.decompress(data)
         loads = self._orjson.loads
         return [loads(line) for line in data.splitlines() if line.strip()]
+
+
+class OrjsonDurable(Orjson):
+    """`Orjson`, saved durably and atomically as our default save is: the same bytes written to a temp file in the
+    same folder, fsync'd, renamed over the target with `os.replace`, then the folder fsync'd. Comparing our durable
+    save with this one measures our work, not the disk's: the flushes cost what the disk costs."""
+
+    def save(self, messages: list[Any]) -> None:
+        dumps = self._orjson.dumps
+        data = b"".join(dumps(m) + b"\n" for m in messages)
+        if self.compressed:
+            data = gzip.compress(data, compresslevel=6)
+        if self.fernet is not None:
+            data = self.fernet.encrypt(data)
+        tmp = self.path.with_name(f".{self.path.name}.orjson-tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

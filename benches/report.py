@@ -3,8 +3,10 @@
     python benches/report.py bench-results/latest.json
 
 Per corpus and operation, each implementation's median time, MB/s and messages/s, and its speed-up over the
-original and over orjson (the baseline's median divided by its own: 2.0x means twice as fast). Encrypted
-operations also show the overhead over bare Fernet on the same bytes. Then the targets of issue 2, PASS or MISS.
+original and over orjson (the baseline's median divided by its own: 2.0x means twice as fast), and for saves the
+like-with-like ratio: a durable save (`ours`) against orjson written durably (`orjson-durable`), a `durable=False`
+save (`ours-nodurable`) against a plain orjson write. Encrypted operations also show the overhead over bare Fernet
+on the same bytes. Then the targets of issue 2, PASS or MISS.
 """
 
 from __future__ import annotations
@@ -16,15 +18,32 @@ from typing import Any
 
 CORPUS_ORDER = ("sharegpt-long", "sharegpt-many", "agent")
 OP_ORDER = ("save", "load", "save-enc", "load-enc")
-IMPL_ORDER = ("ours", "ours-nodurable", "original", "orjson", "msgspec", "jiter", "fernet", "fernet-file")
-TARGET_CORPUS = "sharegpt-long"
-# Issue 2, "Targets": (op, baseline, minimum speed-up of `ours`); and the most encryption may add over Fernet.
-SPEEDUP_TARGETS = (
-    ("save", "original", 4.0),
-    ("save", "orjson", 1.5),
-    ("load", "original", 2.5),
-    ("load", "orjson", 1.5),
+IMPL_ORDER = (
+    "ours",
+    "ours-nodurable",
+    "original",
+    "orjson",
+    "orjson-durable",
+    "msgspec",
+    "jiter",
+    "fernet",
+    "fernet-file",
 )
+TARGET_CORPUS = "sharegpt-long"
+# Issue 2, "Targets": (op, impl, baseline, minimum speed-up of impl over baseline); and the most encryption may add
+# over Fernet. Saves are measured like with like (issue 6): a durable save against orjson written the same durable
+# way, a `durable=False` save against a plain orjson write; the flush costs what the disk costs.
+SPEEDUP_TARGETS = (
+    ("save", "ours", "original", 4.0),
+    ("save", "ours", "orjson-durable", 1.5),
+    ("save", "ours-nodurable", "orjson", 1.5),
+    ("load", "ours", "original", 2.5),
+    ("load", "ours", "orjson", 1.5),
+)
+# Shown, not judged: the comparison used before issue 6, a durable save against orjson's plain write.
+OLD_SAVE_COMPARISON = ("save", "ours", "orjson", 1.5)
+# The like-with-like baseline of each of our save variants.
+LIKE = {"ours": "orjson-durable", "ours-nodurable": "orjson"}
 MAX_FERNET_OVERHEAD = 0.15
 
 Table = dict[tuple[str, str], dict[str, dict[str, Any]]]
@@ -100,7 +119,9 @@ def corpus_notes(table: Table) -> list[str]:
         "folder on the repository's filesystem. `vs original` / `vs orjson`: the baseline's median over this one "
         "(2.00x = twice as fast). `over Fernet`: (this - bare Fernet) / bare Fernet on the same JSONL bytes.",
         "- `ours` is the default `ConversationCodec` (atomic, durable: fsync of the file and its folder); "
-        "`ours-nodurable` passes `durable=False`. `jiter` and `msgspec` load the file orjson wrote. `fernet`: bare "
+        "`ours-nodurable` passes `durable=False`. `orjson-durable` writes orjson's bytes as a durable save does (temp "
+        "file, fsync, rename, folder fsync); `like with like`: `ours` over `orjson-durable`, `ours-nodurable` over "
+        "`orjson`. `jiter` and `msgspec` load the file orjson wrote. `fernet`: bare "
         "`Fernet.encrypt`/`decrypt` in memory (the target's reference); `fernet-file`: plus `write_bytes`/`read_bytes` "
         "of the token.",
     ]
@@ -111,8 +132,11 @@ def tables(table: Table) -> list[str]:
     for name in sorted({n for n, _ in table}, key=lambda n: _rank(CORPUS_ORDER, n)):
         ops = sorted((op for n, op in table if n == name), key=lambda o: _rank(OP_ORDER, o))
         encrypted = any(op.endswith("-enc") for op in ops)
+        like = any("orjson-durable" in table[(name, op)] for op in ops)
         out += ["", f"### {name}", ""]
         columns = ["op", "impl", "median", "IQR", "rounds", "MB/s", "msgs/s", "vs original", "vs orjson"]
+        if like:
+            columns.append("like with like")
         if encrypted:
             columns.append("over Fernet")
         out += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -135,6 +159,8 @@ def tables(table: Table) -> list[str]:
                     _fmt_ratio(_speedup(row, impl, "original")) if impl != "original" else "",
                     _fmt_ratio(_speedup(row, impl, "orjson")) if impl != "orjson" else "",
                 ]
+                if like:
+                    cells.append(_fmt_ratio(_speedup(row, impl, LIKE[impl])) if impl in LIKE else "")
                 if encrypted:
                     overhead = _overhead(row, impl)
                     cells.append("" if overhead is None else f"{overhead:+.1%}")
@@ -147,6 +173,12 @@ def fsync_notes(table: Table) -> list[str]:
     for (name, op), row in sorted(
         table.items(), key=lambda kv: (_rank(CORPUS_ORDER, kv[0][0]), _rank(OP_ORDER, kv[0][1]))
     ):
+        if "orjson" in row and "orjson-durable" in row:
+            durable, fast = row["orjson-durable"]["median"], row["orjson"]["median"]
+            out.append(
+                f"- fsync cost, {name} {op}, orjson: durable {_time(durable)} vs not {_time(fast)} "
+                f"({(durable - fast) / fast:+.1%})"
+            )
         if "ours" in row and "ours-nodurable" in row:
             durable, fast = row["ours"]["median"], row["ours-nodurable"]["median"]
             out.append(
@@ -186,12 +218,19 @@ def _verdict(value: float | None, ok: bool) -> str:
 def targets(table: Table) -> tuple[list[str], bool]:
     out = ["| target (sharegpt-long, default settings) | measured | result |", "|---|---|---|"]
     passed = True
-    for op, baseline, minimum in SPEEDUP_TARGETS:
-        value = _speedup(table.get((TARGET_CORPUS, op), {}), "ours", baseline)
+    for op, impl, baseline, minimum in SPEEDUP_TARGETS:
+        value = _speedup(table.get((TARGET_CORPUS, op), {}), impl, baseline)
         ok = value is not None and value >= minimum
         passed &= ok
         measured = "not measured" if value is None else f"{value:.2f}x"
-        out.append(f"| `{op}()` >= {minimum:g}x {baseline} | {measured} | {_verdict(value, ok)} |")
+        out.append(f"| `{op}()` ({impl}) >= {minimum:g}x {baseline} | {measured} | {_verdict(value, ok)} |")
+    op, impl, baseline, minimum = OLD_SAVE_COMPARISON
+    value = _speedup(table.get((TARGET_CORPUS, op), {}), impl, baseline)
+    if value is not None:
+        out.append(
+            f"| (old comparison, not like with like) `{op}()` ({impl}, durable) >= {minimum:g}x {baseline} (no fsync) "
+            f"| {value:.2f}x | shown only |"
+        )
     for op, plain in (("save-enc", "encrypt"), ("load-enc", "decrypt")):
         value = _overhead(table.get((TARGET_CORPUS, op), {}), "ours")
         ok = value is not None and value <= MAX_FERNET_OVERHEAD
@@ -206,6 +245,8 @@ def targets(table: Table) -> tuple[list[str], bool]:
 
 # Issue 3's targets on the long-conversation benches (test_bench_long.py).
 APPEND_MAX_SECONDS = 50e-6
+# Issue 6: a small conversation's appends, while it grows from 10 to 2,000 messages (test_append_growing).
+GROW_OPS = (("grow@10-2000", "same codec"), ("grow-fresh@10-2000", "a fresh codec per append"))
 APPEND_MAX_GROWTH = 1.5
 TAIL_MAX_SECONDS = 5e-3
 ITER_MAX_GROWTH_MIB = 64
@@ -244,6 +285,13 @@ def long_tables(long: Table) -> tuple[list[str], list[str]]:
                 f"| {fmt}: append median at 1M <= 1.5x at 10 | {growth:.2f}x | "
                 f"{_verdict(1, growth <= APPEND_MAX_GROWTH)} |"
             )
+        for op, label in GROW_OPS:
+            i = long.get(("scale", op), {}).get(fmt)
+            if i:
+                goals.append(
+                    f"| {fmt}: append while growing 10 -> 2,000 ({label}) <= 50 us p50 | {i['median'] * 1e6:.1f} us | "
+                    f"{_verdict(1, i['median'] <= APPEND_MAX_SECONDS)} |"
+                )
         for op, label in (("tail20", "`load(last=20)`"), ("len", "`len()`")):
             i = long.get(("scale", op), {}).get(fmt)
             if i:
@@ -267,6 +315,12 @@ def gzip_targets(table: Table) -> list[str]:
             f"| compressed size within 3% of orjson + gzip L6 | {size:+.2%} "
             f"({save['ours']['compressed_bytes']:,} vs {save['orjson']['compressed_bytes']:,} bytes) "
             f"| {_verdict(1, size <= 0.03)} |"
+        )
+    speed = _speedup(save, "ours", "orjson-durable")
+    if speed is not None:
+        goals.append(
+            f"| (like with like, shown only) compressed `save()` over orjson + gzip L6 written durably | "
+            f"{speed:.2f}x | shown only |"
         )
     speed = _speedup(load, "ours", "orjson")
     if speed is not None:

@@ -8,6 +8,8 @@ Implementations (`impl`):
 - `ours`: `ConversationCodec` with its default settings (atomic, durable: two fsyncs per save);
 - `ours-nodurable`: `durable=False`, still atomic, to show what the fsyncs cost (save only: load is the same);
 - `original`, `orjson`: `benches/baselines.py`;
+- `orjson-durable` (save only): orjson written the way our default save writes (temp file, fsync, rename, folder
+  fsync), the like-with-like reference for `ours`, as `orjson` is for `ours-nodurable`;
 - `msgspec`: `msgspec.json` `encode_lines` / `decode_lines`, the fastest Python-side JSONL we know;
 - `jiter` (load only): `jiter.from_json` per line, the field's parser, against our own;
 - `fernet` (encrypted ops only): bare `Fernet.encrypt` / `Fernet.decrypt` of the same JSONL bytes, in memory, the
@@ -31,7 +33,7 @@ from typing import Any, Callable
 import pytest
 
 from . import corpus
-from .baselines import Original, Orjson
+from .baselines import Original, Orjson, OrjsonDurable
 
 try:
     from conversation_codec import ConversationCodec
@@ -45,9 +47,9 @@ if os.environ.get("BENCH_ROUNDS"):
     ROUNDS = dict.fromkeys(ROUNDS, int(os.environ["BENCH_ROUNDS"]))
 WARMUP_ROUNDS = int(os.environ.get("BENCH_WARMUP", "1"))
 
-SAVE_IMPLS = ("ours", "ours-nodurable", "original", "orjson", "msgspec")
+SAVE_IMPLS = ("ours", "ours-nodurable", "original", "orjson", "orjson-durable", "msgspec")
 LOAD_IMPLS = ("ours", "original", "orjson", "jiter", "msgspec")
-SAVE_ENC_IMPLS = ("ours", "ours-nodurable", "original", "orjson", "fernet", "fernet-file")
+SAVE_ENC_IMPLS = ("ours", "ours-nodurable", "original", "orjson", "orjson-durable", "fernet", "fernet-file")
 LOAD_ENC_IMPLS = ("ours", "original", "orjson", "fernet", "fernet-file")
 ENC_CORPORA = ("sharegpt-long",)
 
@@ -99,6 +101,8 @@ def make(impl: str, path: Path, key: bytes | None = None) -> Any:
         return Original(path, fernet_key=key)
     if impl == "orjson":
         return Orjson(path, fernet_key=key)
+    if impl == "orjson-durable":
+        return OrjsonDurable(path, fernet_key=key)
     assert key is None, impl
     if impl == "msgspec":
         return Msgspec(path)
