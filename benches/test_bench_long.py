@@ -1,12 +1,17 @@
 """Very long conversations (issue 3): appends whose cost does not grow, and the end of a file read in milliseconds.
 
 The scale corpus of ../shared/BENCH.md: a generated conversation of 1,000,000 short messages, saved once per format
-into bench-results/scratch/long/ (kept between runs; regenerated when missing). Every bench records
+into bench-results/scratch/long/ (kept between runs; regenerated when missing). The cached files' names carry the
+on-disk format's version (`FORMAT_VERSION`): a file written by an older format is never measured, it is simply not
+found, and made again. Bump it whenever docs/FORMAT.md changes what a writer produces. Every bench records
 `extra_info` = {section: "long", corpus, op, impl (the format), messages}; `report.py` prints them as their own table
 with issue 3's targets.
 
 - `append@10`, `append@1M`: `append_turn` of one typical message (a ShareGPT-median 433-character content),
   `durable=False`, to a file of 10 and of 1,000,000 messages;
+- `grow@10-2000` (same codec for every append) and `grow-fresh@10-2000` (a fresh `ConversationCodec` per append,
+  as a web server handling one request per turn would; its construction is timed too): a small conversation, saved
+  as 10 messages, grows to 2,000 by `append_turn` of the typical message, `durable=False`; one round per append;
 - `tail20`: `load(last=20)` on a fresh codec; `len`: `len()` on a fresh codec;
 - `iter-1GB`: iterating a 1 GB plain file in a child process; `extra_info["peak_growth_mib"]` is the growth of its
   peak resident memory (ru_maxrss) over the iteration.
@@ -31,6 +36,9 @@ except ImportError:  # not built yet
     ConversationCodec = None
 
 LONG = SCRATCH / "long"
+# Version 2: gzip member headers carry a header CRC, encrypted frames a binding header, the index names the data
+# file by device and inode (docs/FORMAT.md). Part of every cached file's name, so a stale cache is never used.
+FORMAT_VERSION = 2
 MESSAGES = 1_000_000
 KEY = b"J0mTqgTnTEm3CzC3aDQTR4E7q-rr4ad9q_gNcMiyEQY="  # fixed: the cached files must stay readable
 FORMATS: dict[str, dict[str, Any]] = {
@@ -51,7 +59,7 @@ def short(i: int) -> dict[str, Any]:
 
 def scale_file(fmt: str) -> Path:
     """The 1,000,000-message conversation in format `fmt`, made once."""
-    path = LONG / f"scale-{fmt}.jsonl"
+    path = LONG / f"scale-v{FORMAT_VERSION}-{fmt}.jsonl"
     if not path.exists():
         LONG.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name("building-" + path.name)
@@ -81,6 +89,32 @@ def test_append(benchmark: Any, bench_dir: Path, fmt: str, size: int) -> None:
     info(benchmark, f"append@{'1M' if size == MESSAGES else size}", fmt, size)
     benchmark.pedantic(codec.append_turn, args=(TYPICAL,), rounds=3000, iterations=1, warmup_rounds=200)
     assert len(codec) == size + 1 + 3200
+
+
+GROW_FROM, GROW_TO = 10, 2_000
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-codec", "fresh-codec"])
+def test_append_growing(benchmark: Any, bench_dir: Path, fmt: str, fresh: bool) -> None:
+    """A small conversation's appends (issue 6): 10 -> 2,000 messages, one timed `append_turn` per round."""
+    path = bench_dir / "small.jsonl"
+    ConversationCodec(path, **FORMATS[fmt]).save(short(i) for i in range(GROW_FROM))
+    options = {"durable": False, **FORMATS[fmt]}
+    if fresh:
+
+        def append() -> None:
+            ConversationCodec(path, **options).append_turn(TYPICAL)
+
+    else:
+        codec = ConversationCodec(path, **options)
+
+        def append() -> None:
+            codec.append_turn(TYPICAL)
+
+    info(benchmark, "grow-fresh@10-2000" if fresh else "grow@10-2000", fmt, GROW_TO)
+    benchmark.pedantic(append, rounds=GROW_TO - GROW_FROM, iterations=1, warmup_rounds=0)
+    assert len(ConversationCodec(path, **FORMATS[fmt])) == GROW_TO
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -128,7 +162,7 @@ print(json.dumps({"count": count, "seconds": seconds, "growth_kib": status("VmHW
 
 
 def test_iter_1gb_memory(benchmark: Any) -> None:
-    path = LONG / "iter-1GB.jsonl"
+    path = LONG / f"iter-1GB-v{FORMAT_VERSION}.jsonl"
     pad = "x" * 480
     messages = ITER_BYTES // (len(pad) + 40)
     if not path.exists():
