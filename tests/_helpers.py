@@ -11,6 +11,20 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+try:
+    from cryptography.fernet import Fernet
+except ImportError:  # the crypto extra is not installed: the encrypted formats are not tested
+    Fernet = None
+
+# The four ways a conversation is stored, as codec options; the `options` fixture (conftest.py) runs a test in each.
+KEY: bytes = Fernet.generate_key() if Fernet is not None else b""
+FORMATS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "gzip": {"compressed": True},
+    "fernet": {"fernet_key": KEY},
+    "gzip+fernet": {"compressed": True, "fernet_key": KEY},
+}
+
 
 def reference(x: Any) -> Any:
     """What the original design (stdlib json) gives back for `x` after a save and a load."""

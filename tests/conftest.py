@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import FORMATS
+
+
+@pytest.fixture(params=sorted(FORMATS))
+def options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Codec options of each of the four formats (plain, gzip, Fernet, gzip+Fernet) in turn."""
+    if "fernet_key" in FORMATS[request.param]:
+        pytest.importorskip("cryptography.fernet")
+    return dict(FORMATS[request.param])
 
 
 @pytest.fixture

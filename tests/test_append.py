@@ -16,24 +16,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from _helpers import FORMATS, KEY
 from conversation_codec import ConversationCodec, EncodeError, FormatMismatchError, TornTailWarning
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-KEY = Fernet.generate_key()
-FORMATS: dict[str, dict[str, Any]] = {
-    "plain": {},
-    "gzip": {"compressed": True},
-    "fernet": {"fernet_key": KEY},
-    "gzip+fernet": {"compressed": True, "fernet_key": KEY},
-}
-
-
-@pytest.fixture(params=sorted(FORMATS))
-def options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(FORMATS[request.param])
 
 
 def codec_at(path: Path, options: dict[str, Any], **extra: Any) -> ConversationCodec:

@@ -8,21 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import FORMATS
 from conversation_codec import ConversationCodec, CorruptFileError, TornTailWarning
 from cryptography.fernet import Fernet
-
-KEY = Fernet.generate_key()
-FORMATS: dict[str, dict[str, Any]] = {
-    "plain": {},
-    "gzip": {"compressed": True},
-    "fernet": {"fernet_key": KEY},
-    "gzip+fernet": {"compressed": True, "fernet_key": KEY},
-}
-
-
-@pytest.fixture(params=sorted(FORMATS))
-def options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(FORMATS[request.param])
 
 
 def message(i: int) -> dict[str, Any]:
