@@ -22,6 +22,9 @@ mod writer;
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The index file's layout has one definition (index.rs); the Python layer reads its sizes from here.
+    m.add("INDEX_HEADER_LEN", index::HEADER_LEN)?;
+    m.add("INDEX_RECORD_LEN", index::RECORD_LEN)?;
     m.add_class::<encode::Encoded>()?;
     #[cfg(unix)]
     m.add_class::<writer::BlockWriter>()?;

@@ -7,6 +7,8 @@ from typing import Any, final
 from typing_extensions import Buffer
 
 __all__ = [
+    "INDEX_HEADER_LEN",
+    "INDEX_RECORD_LEN",
     "BlockWriter",
     "Encoded",
     "LineChunks",
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 __version__: str
+INDEX_HEADER_LEN: int
+INDEX_RECORD_LEN: int
 
 @final
 class Encoded:

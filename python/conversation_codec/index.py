@@ -18,8 +18,8 @@ from .frames import Record
 
 __all__ = ["Index"]
 
-HEADER = 32
-RECORD = 32
+HEADER = _core.INDEX_HEADER_LEN
+RECORD = _core.INDEX_RECORD_LEN
 SUFFIX = ".idx"
 Identity = tuple[int, int]  # (st_dev, st_ino) of the data file
 
