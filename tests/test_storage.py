@@ -30,6 +30,7 @@ from conversation_codec import (
     UnencryptedFileError,
 )
 from conversation_codec import files as files_module
+from conversation_codec import storage as storage_module
 from cryptography.fernet import Fernet
 
 
@@ -643,3 +644,14 @@ def test_a_flipped_bit_in_a_gzip_members_count_is_an_error_never_a_wrong_answer(
                 assert view(fresh) == right, bit
             except CorruptFileError as exc:
                 assert exc.offset == first, bit
+
+
+def test_iterating_an_original_token_longer_than_a_read_block(tmp_path: Path, monkeypatch) -> None:
+    # The original design's one-token file (no line break) spans several read blocks. A block of 64m + 12
+    # base64 characters has the length of a whole token: it must not be taken for one.
+    path = tmp_path / "c.jsonl"
+    messages = [{"i": i, "pad": "x" * 200} for i in range(30000)]
+    jsonl = b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+    path.write_bytes(Fernet(KEY).encrypt(jsonl))
+    monkeypatch.setattr(storage_module, "_READ_BLOCK", 64 * 65536 + 12)
+    assert list(ConversationCodec(path, fernet_key=KEY)) == messages

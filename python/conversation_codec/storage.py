@@ -188,7 +188,9 @@ class FileStore:
             offset += len(block)
             at_end = offset >= view.size or not block
             pending = pending + block if pending else block
-            found = scan(view.kind, pending, base)
+            # Before the end, only whole lines of tokens: a token cut by the block could look like a whole one.
+            ready = pending if at_end or view.kind != FERNET else pending[: pending.rfind(b"\n") + 1]
+            found = scan(view.kind, ready, base)
             if found.damage is not None or at_end:
                 found = self._checked(view, found, base + len(pending))
             yield from self._decode(view.kind, pending, base, found.frames, binding)
