@@ -655,3 +655,11 @@ def test_iterating_an_original_token_longer_than_a_read_block(tmp_path: Path, mo
     path.write_bytes(Fernet(KEY).encrypt(jsonl))
     monkeypatch.setattr(storage_module, "_READ_BLOCK", 64 * 65536 + 12)
     assert list(ConversationCodec(path, fernet_key=KEY)) == messages
+
+
+def test_an_append_through_a_link_to_a_file_yet_to_be_made(tmp_path: Path) -> None:
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "sub" / "real.jsonl")
+    run_within(30, lambda: ConversationCodec(link).append_turn(message(0)))
+    assert link.is_symlink()
+    assert ConversationCodec(tmp_path / "sub" / "real.jsonl").load() == [message(0)]

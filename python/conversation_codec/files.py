@@ -257,6 +257,8 @@ class WriterLock:
             except FileNotFoundError:
                 if not self._create:
                     return None
+                if os.path.islink(self.path):  # a link to a file yet to be made: make the file it names
+                    self.path = os.path.realpath(self.path)
                 make_private_dirs(os.path.dirname(self.path))
                 self.created = True  # the next try creates it, unless another writer does first
                 continue
