@@ -54,7 +54,7 @@ def test_every_reader_refuses_a_wrong_key(tmp_path: Path) -> None:
     codec.save([message(i) for i in range(3000)])
     codec.append_turn(message(3000))
     wrong = ConversationCodec(path, fernet_key=WRONG)
-    for view in (wrong.load, wrong.__len__, lambda: wrong.load(last=1), lambda: list(wrong), wrong.verify):
+    for view in (wrong.load, wrong.__len__, lambda: wrong.load(last=1), lambda: list(wrong), lambda: wrong.verify()):
         with pytest.raises(DecryptionError):
             view()
 
@@ -107,13 +107,21 @@ def test_a_frame_spliced_in_from_another_conversation_is_detected(
         codec.load()
 
 
-def test_a_line_break_turned_into_a_space_is_detected(three_turns: tuple[ConversationCodec, list[bytes]]) -> None:
-    # cryptography's base64 skips what is not base64: "token1 token2" would decrypt as token1 alone.
-    codec, lines = three_turns
-    codec.path.write_bytes(lines[0] + lines[1][:-1] + b" " + lines[2])
+def test_a_line_break_turned_into_a_space_is_detected(tmp_path: Path) -> None:
+    # cryptography's base64 decoding stops at a token's padding and skips what is not base64, so a line
+    # "token1= token2" (one flipped bit turned the line break into a space) decrypts as token1 alone: the second
+    # frame would be dropped without a word.
+    codec = ConversationCodec(tmp_path / "c.jsonl", fernet_key=KEY)
+    for i in range(40):  # turns of growing length, until one's token ends with padding
+        codec.append_turn({"i": i, "pad": "x" * i})
+    lines = codec.path.read_bytes().splitlines(keepends=True)
+    k = next(k for k, line in enumerate(lines[:-1]) if line.endswith(b"=\n"))
+    joined = lines[k][:-1] + b" " + lines[k + 1]
+    assert Fernet(KEY).decrypt(joined.strip()) == Fernet(KEY).decrypt(lines[k].strip())  # the hazard
+    codec.path.write_bytes(b"".join(lines[:k]) + joined + b"".join(lines[k + 2 :]))
     with pytest.raises(CorruptFileError, match="not one Fernet token") as info:
         codec.load()
-    assert info.value.offset == len(lines[0])
+    assert info.value.offset == sum(map(len, lines[:k]))
 
 
 def test_the_original_designs_token_still_loads_and_is_extended(tmp_path: Path) -> None:

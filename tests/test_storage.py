@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,6 @@ def test_a_plain_turn_cut_at_any_byte_is_all_or_nothing(tmp_path: Path, with_ind
     turn = [message(10), message(11), message(12)]
     codec.append_turn(turn)
     whole = path.read_bytes()
-    assert whole[size:].count(b"\t\n") == 2  # every line but the last says the turn goes on
     index_bytes = idx(path).read_bytes() if with_index else None
     for cut in range(size, len(whole) + 1):
         path.write_bytes(whole[:cut])
@@ -86,6 +86,7 @@ def test_a_plain_turn_cut_at_any_byte_is_all_or_nothing(tmp_path: Path, with_ind
         torn = cut not in (size, len(whole))
         assert all(issubclass(w.category, TornTailWarning) for w in caught)
         assert bool(caught) == torn, cut
+    assert whole[size:].count(b"\t\n") == 2  # every line but the last says the turn goes on
     # The file is what the original reader reads too: one JSON document per non-blank line.
     with open(path, encoding="utf-8") as f:
         assert [json.loads(line) for line in f if line.strip()] == before + turn
@@ -247,15 +248,25 @@ def test_an_index_write_failing_on_a_full_disk_is_dropped(tmp_path: Path, monkey
     codec = ConversationCodec(path)
     codec.save([message(i) for i in range(3000)])
     codec.append_turn(message(3000))
-    real_pwrite = os.pwrite
+    real = {name: getattr(os, name) for name in ("write", "writev", "pwrite")}
+    faults = []
 
-    def full(fd: int, data: bytes, offset: int) -> int:
-        real_pwrite(fd, data[:5], offset)  # a partial record, then the disk is full
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(name: str) -> Any:
+        """`os.<name>`, but a full disk for the index file (whichever call the code uses to write it)."""
 
-    monkeypatch.setattr(os, "pwrite", full)
+        def write(fd: int, *args: Any) -> int:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".idx"):
+                faults.append(name)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real[name](fd, *args)
+
+        return write
+
+    for name in real:
+        monkeypatch.setattr(os, name, full(name))
     codec.append_turn(message(3001))  # landed: must not raise, or a retry would store it twice
     monkeypatch.undo()
+    assert faults  # the index write was attempted, and failed
     assert not idx(path).exists()
     assert ConversationCodec(path).load(last=2) == [message(3000), message(3001)]
 
@@ -403,11 +414,22 @@ FORK_CHILD = textwrap.dedent(
 
 
 def test_a_child_forked_during_a_save_neither_hangs_nor_holds_the_lock(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", FORK_CHILD, str(tmp_path / "c.jsonl")], capture_output=True, text=True, timeout=60
+    # Its own session: if anything hangs, the whole process group (the forked child too) is killed.
+    script = subprocess.Popen(
+        [sys.executable, "-c", FORK_CHILD, str(tmp_path / "c.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert out.returncode == 0, out.stderr
-    waited, status, loaded = json.loads(out.stdout)
+    try:
+        stdout, stderr = script.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(script.pid, signal.SIGKILL)
+        script.communicate()
+        pytest.fail("the parent or its forked child hung")
+    assert script.returncode == 0, stderr
+    waited, status, loaded = json.loads(stdout)
     assert waited < 1.0  # the parent's append did not wait for the child to exit
     assert status == 0
     assert loaded[0] == {"i": 1}
