@@ -235,9 +235,10 @@ class Framing:
                     yield self._encrypt(member, count, before, conversation), count
                 before += count
 
-    def open(self, stored: bytes, source: str, offset: int) -> Opened:
+    def open(self, stored: bytes, source: str, offset: int, *, body: bool = True) -> Opened:
         """The JSONL of the stored frame at `offset`: a token is decrypted, and a gzip member (inside one or not)
-        inflated."""
+        inflated. Without `body`, an encrypted frame is only decrypted (authenticated) for its header: its JSONL
+        is left as stored (maybe compressed)."""
         if self.cipher is None:
             if stored[:2] == _GZIP_MAGIC:
                 return Opened(_core.gunzip(stored, base=offset, source=source), None, None, None)
@@ -249,7 +250,7 @@ class Framing:
                 raise CorruptFileError(source, offset, "an encrypted frame's header is cut short")
             _, conversation, before, count = _BOUND.unpack_from(plaintext)
             plaintext = plaintext[_BOUND.size :]
-        if plaintext[:2] == _GZIP_MAGIC:
+        if body and plaintext[:2] == _GZIP_MAGIC:
             plaintext = _core.gunzip(plaintext, base=0, source=f"{source} (frame at byte {offset})")
         return Opened(plaintext, conversation, before, count)
 
