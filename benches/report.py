@@ -34,14 +34,16 @@ TARGET_CORPUS = "sharegpt-long"
 # over Fernet. Saves are measured like with like (issue 6): a durable save against orjson written the same durable
 # way, a `durable=False` save against a plain orjson write; the flush costs what the disk costs.
 SPEEDUP_TARGETS = (
-    ("save", "ours", "original", 4.0),
+    # The original design writes without any flush: like with like is our `durable=False` save.
+    ("save", "ours-nodurable", "original", 4.0),
     ("save", "ours", "orjson-durable", 1.5),
     ("save", "ours-nodurable", "orjson", 1.5),
     ("load", "ours", "original", 2.5),
     ("load", "ours", "orjson", 1.5),
 )
 # Shown, not judged: the comparison used before issue 6, a durable save against orjson's plain write.
-OLD_SAVE_COMPARISON = ("save", "ours", "orjson", 1.5)
+# The comparisons before issue 6, durable against baselines that do not flush: shown, not judged.
+OLD_SAVE_COMPARISONS = (("save", "ours", "orjson", 1.5), ("save", "ours", "original", 4.0))
 # The like-with-like baseline of each of our save variants.
 LIKE = {"ours": "orjson-durable", "ours-nodurable": "orjson"}
 MAX_FERNET_OVERHEAD = 0.15
@@ -224,13 +226,13 @@ def targets(table: Table) -> tuple[list[str], bool]:
         passed &= ok
         measured = "not measured" if value is None else f"{value:.2f}x"
         out.append(f"| `{op}()` ({impl}) >= {minimum:g}x {baseline} | {measured} | {_verdict(value, ok)} |")
-    op, impl, baseline, minimum = OLD_SAVE_COMPARISON
-    value = _speedup(table.get((TARGET_CORPUS, op), {}), impl, baseline)
-    if value is not None:
-        out.append(
-            f"| (old comparison, not like with like) `{op}()` ({impl}, durable) >= {minimum:g}x {baseline} (no fsync) "
-            f"| {value:.2f}x | shown only |"
-        )
+    for op, impl, baseline, minimum in OLD_SAVE_COMPARISONS:
+        value = _speedup(table.get((TARGET_CORPUS, op), {}), impl, baseline)
+        if value is not None:
+            out.append(
+                f"| (old comparison, not like with like) `{op}()` ({impl}, durable) >= {minimum:g}x {baseline} "
+                f"(no fsync) | {value:.2f}x | shown only |"
+            )
     for op, plain in (("save-enc", "encrypt"), ("load-enc", "decrypt")):
         value = _overhead(table.get((TARGET_CORPUS, op), {}), "ours")
         ok = value is not None and value <= MAX_FERNET_OVERHEAD
