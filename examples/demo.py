@@ -93,6 +93,9 @@ def main() -> None:
         print(f"  {plain[1]['content']}")
         print(f"  {plain[-2]['content']}")
         assert "ada@example.com" not in plain[1]["content"] and "+33" not in plain[-2]["content"]
+        report = ConversationCodec(path, fernet_key=env["DEMO_KEY"]).verify()
+        print(f"verify(): ok={report.ok}, {report.messages} messages in {report.frames} frames, index {report.index}")
+        assert report.ok
 
 
 if __name__ == "__main__":
