@@ -685,3 +685,84 @@ def test_an_append_through_a_link_to_a_file_yet_to_be_made(tmp_path: Path) -> No
     run_within(30, lambda: ConversationCodec(link).append_turn(message(0)))
     assert link.is_symlink()
     assert ConversationCodec(tmp_path / "sub" / "real.jsonl").load() == [message(0)]
+
+
+# ---------------------------------------------------------------------------- concurrency, end to end
+
+# Appenders (turns of two messages), a saver that rewrites the conversation, and readers using every view, in
+# processes of their own. Readers must never raise, warn or see half a turn; every turn appended after the last save
+# must be there, in order. (A save of what was loaded earlier replaces turns appended in between: by design.)
+STRESS = """
+import json, os, sys, time, warnings, multiprocessing as mp, tempfile
+from conversation_codec import ConversationCodec, TornTailWarning
+from cryptography.fernet import Fernet
+KEY = b"J0mTqgTnTEm3CzC3aDQTR4E7q-rr4ad9q_gNcMiyEQY="
+FMT = {"plain": {}, "gzip": {"compressed": True}, "fernet": {"fernet_key": KEY}}
+def appender(path, opts, wid, n, saver_done):
+    c = ConversationCodec(path, durable=False, **opts)
+    for i in range(n):
+        if i == 100:
+            saver_done.wait()
+        c.append_turn([{"w": wid, "i": i, "k": 0, "pad": "x" * (i % 300)}, {"w": wid, "i": i, "k": 1}])
+def reader(path, opts, stop, out):
+    c = ConversationCodec(path, **opts)
+    errors = warns = reads = 0
+    while not stop.is_set():
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            try:
+                m = c.load(); n = len(c); t = c.load(last=3); it = sum(1 for _ in c)
+                reads += 1
+                # every turn whole: pairs
+                seen = {}
+                for x in m:
+                    if "w" in x: seen.setdefault((x["w"], x["i"]), []).append(x["k"])
+                bad = [k for k, v in seen.items() if sorted(v) != [0, 1]]
+                if bad: errors += 1; print("PARTIAL TURN", bad[:3], flush=True)
+            except Exception as e:
+                errors += 1; print("ERR", type(e).__name__, e, flush=True)
+            warns += sum(issubclass(x.category, TornTailWarning) for x in w)
+    out.put((reads, errors, warns))
+def saver(path, opts, n, done):
+    c = ConversationCodec(path, durable=False, **opts)
+    for i in range(n):
+        m = c.load()
+        c.save(m)  # rewrite the same conversation (appends between the load and the save are replaced: by design)
+        time.sleep(0.01)
+    done.set()
+if __name__ == "__main__":
+    for fmt, opts in [(sys.argv[1], FMT[sys.argv[1]])]:
+        d = tempfile.mkdtemp(); path = os.path.join(d, "c.jsonl")
+        ConversationCodec(path, **opts).save([{"seed": 1}])
+        stop = mp.Event(); out = mp.Queue()
+        rs = [mp.Process(target=reader, args=(path, opts, stop, out)) for _ in range(2)]
+        saver_done = mp.Event()
+        ws = [mp.Process(target=appender, args=(path, opts, w, 160, saver_done)) for w in range(3)]
+        sv = mp.Process(target=saver, args=(path, opts, 10, saver_done))
+        for p in rs + ws + [sv]: p.start()
+        for p in ws + [sv]: p.join()
+        stop.set()
+        res = [out.get() for _ in rs]
+        for p in rs: p.join()
+        final = ConversationCodec(path, **opts).load()
+        pairs = {}
+        for x in final:
+            if "w" in x: pairs.setdefault((x["w"], x["i"]), []).append(x["k"])
+        ok = all(sorted(v) == [0, 1] for v in pairs.values())
+        # after the saver's last save, each appender's later turns must all be there, in order
+        for w in range(3):
+            got = [i for (ww, i) in pairs if ww == w]
+            assert got == sorted(got), "order"
+            assert [i for i in got if i >= 100] == list(range(100, 160)), ("turns after the last save missing", w)
+        ok = ok and all(len(v) == 2 for v in pairs.values())
+        print(json.dumps({"readers": res, "ok": ok}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["plain", "gzip", "fernet"])
+def test_appenders_a_saver_and_readers_at_once(fmt: str) -> None:
+    out = subprocess.run([sys.executable, "-c", STRESS, fmt], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert all(errors == 0 and warned == 0 and reads > 0 for reads, errors, warned in report["readers"]), report

@@ -245,8 +245,10 @@ class FileStore:
         return found
 
     def _report_torn(self, view: View, at: int, end: int) -> None:
-        if files.writer_active(view.fd):
-            return  # a write in progress: not acknowledged yet, and not torn
+        # A write in progress is not torn: a writer holds the lock now, or one did since the file was read (it
+        # then finished the write, or cut it back off, and the size moved). Either way it was never acknowledged.
+        if files.writer_active(view.fd) or os.fstat(view.fd).st_size != view.size:
+            return
         warnings.warn(
             TornTailWarning(
                 f"{self.source}: the last {end - at} bytes (from byte {at}) are a write that did not complete; "
