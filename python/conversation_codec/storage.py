@@ -124,6 +124,7 @@ class FileStore:
         return None
 
     def load(self, view: View) -> list[Any]:
+        """Every acknowledged message. Plain JSONL streams through one decoder in blocks (the fast path)."""
         if view.kind == PLAIN:
             end = self._plain_end(view)
             decoder = _core.LineDecoder(source=self.source)
@@ -137,6 +138,8 @@ class FileStore:
         return self._decode(view.kind, data, view.start, found.frames, Binding(self.source))
 
     def tail(self, view: View, last: int) -> list[Any]:
+        """The last `last` messages: through the index when it is sound (reading only the frames that hold them),
+        else from the whole file."""
         records = self.index.tail(view.identity, view.size, last)
         if records is not None:
             start = records[0].offset
@@ -150,6 +153,9 @@ class FileStore:
         return self.load(view)[-last:]
 
     def count(self, view: View) -> int:
+        """The number of messages, as `len(load())` would give it: the index's count, vouched for by its last
+        frame's CRC (and, encrypted, by decrypting that frame), plus the frames past the index's end, scanned and
+        validated; or all frames, scanned, without a sound index."""
         before, start = 0, view.start
         found_last = self.index.last(view.identity, view.size)
         if found_last is not None:
