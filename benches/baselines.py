@@ -78,14 +78,18 @@ class Orjson:
             self.fernet = Fernet(fernet_key)
         self.compressed = compressed
 
-    def save(self, messages: list[Any]) -> None:
+    def encode(self, messages: list[Any]) -> bytes:
+        """The file's bytes: orjson per line, then gzip and Fernet as the options say."""
         dumps = self._orjson.dumps
         data = b"".join(dumps(m) + b"\n" for m in messages)
         if self.compressed:
             data = gzip.compress(data, compresslevel=6)
         if self.fernet is not None:
             data = self.fernet.encrypt(data)
-        self.path.write_bytes(data)
+        return data
+
+    def save(self, messages: list[Any]) -> None:
+        self.path.write_bytes(self.encode(messages))
 
     def load(self) -> list[Any]:
         data = self.path.read_bytes()
@@ -103,12 +107,7 @@ class OrjsonDurable(Orjson):
     save with this one measures our work, not the disk's: the flushes cost what the disk costs."""
 
     def save(self, messages: list[Any]) -> None:
-        dumps = self._orjson.dumps
-        data = b"".join(dumps(m) + b"\n" for m in messages)
-        if self.compressed:
-            data = gzip.compress(data, compresslevel=6)
-        if self.fernet is not None:
-            data = self.fernet.encrypt(data)
+        data = self.encode(messages)
         tmp = self.path.with_name(f".{self.path.name}.orjson-tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
