@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from . import _core, files
 from .errors import CodecError, CorruptFileError, DecryptionError, TornTailWarning
-from .frames import FERNET, GZIP, PLAIN, Binding, Framing, Record, Scan, first_byte, kind_of, scan
+from .frames import FERNET, GZIP, PLAIN, Binding, Framing, Record, Scan, first_byte, kind_of, last_turn_start, scan
 from .index import Identity, Index
 
 __all__ = ["FileStore", "Report"]
@@ -62,6 +62,14 @@ class View(NamedTuple):
     start: int  # the first byte that is not whitespace
 
 
+class Sound(NamedTuple):
+    """The index's last record, vouched for by its frame's CRC; the index's size; that frame's stored bytes."""
+
+    record: Record
+    index_size: int
+    frame: bytes
+
+
 class Known(NamedTuple):
     """What a writer left the file as, so that its next write need not read it again."""
 
@@ -79,7 +87,6 @@ class FileStore:
 
     def __init__(self, path: str, framing: Framing, *, durable: bool) -> None:
         self.path = path
-        self.source = path
         self.framing = framing
         self.durable = durable
         self.index = Index(path)
@@ -103,7 +110,7 @@ class FileStore:
                 return
             kind = kind_of(head[1])
             assert kind is not None
-            self.framing.check(kind, self.source, writing=False)
+            self.framing.check(kind, self.path, writing=False)
             yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head[0])
         finally:
             os.close(fd)
@@ -127,7 +134,7 @@ class FileStore:
         """Every acknowledged message. Plain JSONL streams through one decoder in blocks (the fast path)."""
         if view.kind == PLAIN:
             end = self._plain_end(view)
-            decoder = _core.LineDecoder(source=self.source)
+            decoder = _core.LineDecoder(source=self.path)
             messages: list[Any] = []
             for chunk in _blocks(view.fd, 0, end):
                 messages += decoder.feed(chunk)
@@ -135,7 +142,7 @@ class FileStore:
             return messages
         data = files.read_at(view.fd, view.size - view.start, view.start)
         found = self._scan(view, data, view.start)
-        return self._decode(view.kind, data, view.start, found.frames, Binding(self.source))
+        return self._decode(view.kind, data, view.start, found.frames, Binding(self.path))
 
     def tail(self, view: View, last: int) -> list[Any]:
         """The last `last` messages: through the index when it is sound (reading only the frames that hold them),
@@ -148,28 +155,36 @@ class FileStore:
                 past = records[-1].end
                 found = self._scan(view, data[past - start :], past)
                 frames = [(r.offset, r.length, r.messages) for r in records] + found.frames
-                binding = Binding(self.source, before=records[0].before)
+                binding = Binding(self.path, before=records[0].before)
                 return self._decode(view.kind, data, start, frames, binding)[-last:]
         return self.load(view)[-last:]
+
+    def _sound_last(self, fd: int, identity: Identity, size: int) -> Sound | None:
+        """The index's last record, when the index is this file's and the record's frame has the CRC it says: the
+        one test every use of the index starts from."""
+        found = self.index.last(identity, size)
+        if found is None:
+            return None
+        last, index_size = found
+        frame = files.read_at(fd, last.length, last.offset)
+        return Sound(last, index_size, frame) if _core.crc32(frame) == last.crc else None
 
     def count(self, view: View) -> int:
         """The number of messages, as `len(load())` would give it: the index's count, vouched for by its last
         frame's CRC (and, encrypted, by decrypting that frame), plus the frames past the index's end, scanned and
         validated; or all frames, scanned, without a sound index."""
         before, start = 0, view.start
-        found_last = self.index.last(view.identity, view.size)
-        if found_last is not None:
-            last = found_last[0]
-            frame = files.read_at(view.fd, last.length, last.offset)
-            if _core.crc32(frame) == last.crc:
-                before, start = last.after, last.end
-                if view.kind == FERNET:  # the index must not answer for a key that cannot read the file
-                    self._count_frame(frame, last.offset, Binding(self.source, before=last.before))
+        sound = self._sound_last(view.fd, view.identity, view.size)
+        if sound is not None:
+            last = sound.record
+            before, start = last.after, last.end
+            if view.kind == FERNET:  # the index must not answer for a key that cannot read the file
+                self._count_frame(sound.frame, last.offset, Binding(self.path, before=last.before))
         data = files.read_at(view.fd, view.size - start, start)
         found = self._scan(view, data, start)
         if view.kind != FERNET:
             return before + sum(count for _, _, count in found.frames)
-        binding = Binding(self.source, before=before)
+        binding = Binding(self.path, before=before)
         for offset, length, _ in found.frames:
             self._count_frame(data[offset - start : offset - start + length], offset, binding)
         return binding.before or 0
@@ -178,12 +193,12 @@ class FileStore:
         """The messages one at a time; memory is bounded by a read block and the largest frame."""
         if view.kind == PLAIN:
             end = self._plain_end(view)
-            decoder = _core.LineDecoder(source=self.source)
+            decoder = _core.LineDecoder(source=self.path)
             for chunk in _blocks(view.fd, 0, end):
                 yield from decoder.feed(chunk)
             yield from decoder.finish()
             return
-        binding = Binding(self.source)
+        binding = Binding(self.path)
         pending, base = b"", view.start
         offset = view.start
         while True:
@@ -212,11 +227,11 @@ class FileStore:
             return []
         start, end = frames[0][0] - base, frames[-1][0] + frames[-1][1] - base
         stretch = data[start:end] if (start, end) != (0, len(data)) else data
-        source = self.source if frames[0][0] == 0 else f"{self.source} (from byte {frames[0][0]})"
+        source = self.path if frames[0][0] == 0 else f"{self.path} (from byte {frames[0][0]})"
         if kind == PLAIN:
             return _core.decode_lines(stretch, source=source)
         if kind == GZIP:
-            return _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.source), source=source)
+            return _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.path), source=source)
         messages: list[Any] = []
         for offset, length, _ in frames:
             messages += self._open_counted(data[offset - base : offset - base + length], offset, binding)
@@ -225,7 +240,7 @@ class FileStore:
     def _count_frame(self, stored: bytes, offset: int, binding: Binding) -> int:
         """The number of messages of one encrypted frame, checked to be in its place: its authenticated header
         says it, so nothing is inflated or parsed (but in a frame of the original design, which has none)."""
-        opened = self.framing.open(stored, self.source, offset, body=False)
+        opened = self.framing.open(stored, self.path, offset, body=False)
         if opened.messages is None:
             return len(self._open_counted(stored, offset, binding))
         binding.check(opened, opened.messages, offset)
@@ -233,8 +248,8 @@ class FileStore:
 
     def _open_counted(self, stored: bytes, offset: int, binding: Binding) -> list[Any]:
         """The messages of one encrypted frame, checked to be in its place."""
-        opened = self.framing.open(stored, self.source, offset)
-        messages = _core.decode_lines(opened.jsonl, source=f"{self.source} (frame at byte {offset})")
+        opened = self.framing.open(stored, self.path, offset)
+        messages = _core.decode_lines(opened.jsonl, source=f"{self.path} (frame at byte {offset})")
         binding.check(opened, len(messages), offset)
         return messages
 
@@ -245,7 +260,7 @@ class FileStore:
         """`found`, once damage is raised and a torn tail (up to `end`) reported."""
         if found.damage is not None:
             offset, reason = found.damage
-            raise CorruptFileError(self.source, offset, reason)
+            raise CorruptFileError(self.path, offset, reason)
         if found.torn:
             self._report_torn(view, found.end, end)
         return found
@@ -257,7 +272,7 @@ class FileStore:
             return
         warnings.warn(
             TornTailWarning(
-                f"{self.source}: the last {end - at} bytes (from byte {at}) are a write that did not complete; "
+                f"{self.path}: the last {end - at} bytes (from byte {at}) are a write that did not complete; "
                 "they are left out (the next write, or repair(), sets them aside)"
             ),
             stacklevel=5,
@@ -330,26 +345,22 @@ class FileStore:
             return Known(identity, size, st.st_mtime_ns, 0, os.urandom(16), 0, [])
         kind = kind_of(head[1])
         assert kind is not None
-        self.framing.check(kind, self.source, writing=True)
+        self.framing.check(kind, self.path, writing=True)
         before, start, index_size, records = 0, head[0], 0, []
-        found_last = self.index.last(identity, size)
-        last_frame = b""
-        if found_last is not None:
-            last, last_index_size = found_last
-            last_frame = files.read_at(lock.fd, last.length, last.offset)
-            if _core.crc32(last_frame) == last.crc:
-                before, start, index_size = last.after, last.end, last_index_size
+        sound = self._sound_last(lock.fd, identity, size)
+        if sound is not None:
+            before, start, index_size = sound.record.after, sound.record.end, sound.index_size
         data = files.read_at(lock.fd, size - start, start)
         found = scan(kind, data, start)
         if found.damage is not None:
             offset, reason = found.damage
-            raise CorruptFileError(self.source, offset, f"{reason}; nothing was written (repair() can mend it)")
+            raise CorruptFileError(self.path, offset, f"{reason}; nothing was written (repair() can mend it)")
         conversation: bytes | None = None
-        binding = Binding(self.source, before=before)
-        if kind == FERNET and index_size and not found.frames:
+        binding = Binding(self.path, before=before)
+        if kind == FERNET and sound is not None and not found.frames:
             # The index vouches for the count; the key is proven on the last frame, which also gives the id.
-            proof = Binding(self.source, before=before - _count_of(found_last))
-            self._count_frame(last_frame, start - len(last_frame), proof)
+            proof = Binding(self.path, before=sound.record.before)
+            self._count_frame(sound.frame, sound.record.offset, proof)
             conversation = proof.conversation
         for offset, length, count in found.frames:
             stored = data[offset - start : offset - start + length]
@@ -451,12 +462,8 @@ class FileStore:
                 cut, whole = _plain_tail(lock.fd, size)
                 cut = size if whole == size else cut
             else:
-                start = head[0]
-                found_last = self.index.last((lock.st.st_dev, lock.st.st_ino), size)
-                if found_last is not None:
-                    last = found_last[0]
-                    if _core.crc32(files.read_at(lock.fd, last.length, last.offset)) == last.crc:
-                        start = last.end
+                sound = self._sound_last(lock.fd, (lock.st.st_dev, lock.st.st_ino), size)
+                start = head[0] if sound is None else sound.record.end
                 found = scan(kind, files.read_at(lock.fd, size - start, start), start)
                 cut = found.end if found.torn else size
         except CodecError:
@@ -552,7 +559,7 @@ class FileStore:
     def _salvage(self, kind: str, data: bytes, base: int) -> Salvage:
         """Every message of every intact frame, stepping over damage, with what was wrong and where."""
         result = Salvage()
-        binding = Binding(self.source)
+        binding = Binding(self.path)
         at = base
         while at < base + len(data):
             found = scan(kind, data[at - base :], at, turns=True)
@@ -563,14 +570,14 @@ class FileStore:
                         messages = self._open_counted(stored, offset, binding)
                     elif kind == GZIP:
                         messages = _core.decode_lines(
-                            _core.gunzip(stored, base=offset, source=self.source), source=self.source
+                            _core.gunzip(stored, base=offset, source=self.path), source=self.path
                         )
                     else:
-                        messages = _core.decode_lines(stored, source=self.source)
+                        messages = _core.decode_lines(stored, source=self.path)
                 except CodecError as exc:
                     result.first_error = result.first_error or exc
                     result.errors.append((getattr(exc, "offset", offset), str(exc)))
-                    binding = Binding(self.source, conversation=binding.conversation, before=None)
+                    binding = Binding(self.path, conversation=binding.conversation, before=None)
                     continue
                 result.messages += messages
                 result.records.append(Record(offset, length, len(messages), 0, _core.crc32(stored)))
@@ -580,7 +587,7 @@ class FileStore:
             if found.damage is None:
                 break
             result.errors.append(found.damage)
-            binding = Binding(self.source, conversation=binding.conversation, before=None)
+            binding = Binding(self.path, conversation=binding.conversation, before=None)
             at = _resync(kind, data, base, found.damage[0])
         running = 0
         for i, record in enumerate(result.records):
@@ -623,26 +630,21 @@ def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
     return base + len(data) if found < 0 else base + found
 
 
-def _count_of(found: tuple[Record, int] | None) -> int:
-    return 0 if found is None else found[0].messages
-
-
 def _keep_copy(path: str, data: bytes, durable: bool) -> str:
     """Keeps the damaged file's bytes beside it, as `<name>.damaged` (or `.damaged.<n>`)."""
     return files.side_file(path, ".damaged", data, durable=durable)
 
 
 def _last_boundary(fd: int, size: int) -> int:
-    """The offset just past the last line break that ends a turn (one not preceded by a TAB), or 0."""
+    """The offset just past the last line break of the file that ends a turn (frames.last_turn_start), or 0."""
     end = size
     while end > 0:
         start = max(0, end - _BACK)
-        lead = 1 if start else 0  # one byte more before the block, to see what precedes its first byte
+        lead = 1 if start else 0  # the byte before the block, to see what precedes its first byte
         block = os.pread(fd, end - start + lead, start - lead)
-        i = len(block)
-        while (i := block.rfind(b"\n", lead, i)) >= 0:
-            if i == 0 or block[i - 1] != 9:
-                return start - lead + i + 1
+        found = last_turn_start(block)
+        if found > lead:  # a line break in the block proper (one at the lead byte is judged with the next block)
+            return start - lead + found
         end = start
     return 0
 
@@ -654,11 +656,8 @@ def _plain_tail(fd: int, size: int) -> tuple[int, int]:
     if tail.endswith(b"\n") and not tail.endswith(_TAB_NEWLINE):
         return size, size  # the usual case: the last turn is whole
     boundary = _last_boundary(fd, size)
-    rest = files.read_at(fd, size - boundary, boundary)
-    if rest[:1] == b"\t" and rest.strip():  # a turn of several messages, cut short
-        return boundary, boundary
-    _, end, error = _core.scan_plain(rest, base=boundary)
-    return boundary, size if error is None and end == size else boundary
+    found = scan(PLAIN, files.read_at(fd, size - boundary, boundary), boundary)
+    return boundary, size if found.damage is None and found.end == size else boundary
 
 
 def _blocks(fd: int, start: int, end: int) -> Iterator[memoryview]:
