@@ -67,12 +67,17 @@ def test_a_torn_tail_is_reported_then_set_aside(tmp_path: Path, options: dict[st
     assert codec.verify().ok
 
 
-def test_damage_in_the_middle_is_reported_with_its_offset(tmp_path: Path, options: dict[str, Any]) -> None:
-    path = tmp_path / "c.jsonl"
+def damaged_in_the_middle(path: Path, options: dict[str, Any]) -> tuple[ConversationCodec, list[int], bytes]:
+    """Five turns of two messages, the third damaged: the codec, where each turn starts, the damaged bytes."""
     codec, starts = appended(path, options, 5)
     data = bytearray(path.read_bytes())
     data[damage_at(starts[2], options)] ^= 0x04
     path.write_bytes(bytes(data))
+    return codec, starts, bytes(data)
+
+
+def test_damage_in_the_middle_is_reported_with_its_offset(tmp_path: Path, options: dict[str, Any]) -> None:
+    codec, starts, _ = damaged_in_the_middle(tmp_path / "c.jsonl", options)
     report = codec.verify()
     assert not report.ok
     assert report.errors, report
@@ -81,16 +86,12 @@ def test_damage_in_the_middle_is_reported_with_its_offset(tmp_path: Path, option
 
 
 def test_repair_keeps_every_intact_frame_and_the_damaged_original(tmp_path: Path, options: dict[str, Any]) -> None:
-    path = tmp_path / "c.jsonl"
-    codec, starts = appended(path, options, 5)
-    data = bytearray(path.read_bytes())
-    data[damage_at(starts[2], options)] ^= 0x04
-    path.write_bytes(bytes(data))
+    codec, _, data = damaged_in_the_middle(tmp_path / "c.jsonl", options)
     with pytest.raises((CorruptFileError, ValueError)):
         codec.load()
     written = codec.repair()
     assert [Path(name).name for name in written] == ["c.jsonl.damaged"]
-    assert Path(written[0]).read_bytes() == bytes(data)  # the damaged original, kept whole
+    assert Path(written[0]).read_bytes() == data  # the damaged original, kept whole
     expected = [message(i) for i in range(10) if i not in (4, 5)]
     assert codec.load() == expected
     assert codec.verify().ok

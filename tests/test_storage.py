@@ -530,16 +530,18 @@ def test_torn_tails_at_the_same_offset_are_both_kept(tmp_path: Path) -> None:
     assert sorted(p.read_bytes() for p in side_files(tmp_path)) == [b'{"first": "tor', b'{"second": "to']
 
 
+def slow(started: threading.Event, seconds: float, *messages: Any) -> Any:
+    """Messages for a save that is slow to produce them: `started` is set once the save has begun (and holds
+    the lock)."""
+    started.set()
+    time.sleep(seconds)
+    yield from messages
+
+
 def test_an_append_during_the_first_save_lands_after_it(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     started = threading.Event()
-
-    def slow() -> Any:
-        started.set()
-        time.sleep(0.5)
-        yield message(0)
-
-    saver = threading.Thread(target=lambda: ConversationCodec(path).save(slow()))
+    saver = threading.Thread(target=lambda: ConversationCodec(path).save(slow(started, 0.5, message(0))))
     saver.start()
     started.wait()
     time.sleep(0.05)
@@ -552,13 +554,7 @@ def test_readers_do_not_wait_for_a_save(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     ConversationCodec(path).save([message(0)])
     started = threading.Event()
-
-    def slow() -> Any:
-        started.set()
-        time.sleep(2.0)
-        yield message(1)
-
-    saver = threading.Thread(target=lambda: ConversationCodec(path).save(slow()))
+    saver = threading.Thread(target=lambda: ConversationCodec(path).save(slow(started, 2.0, message(1))))
     saver.start()
     started.wait()
     t0 = time.monotonic()
