@@ -7,7 +7,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 # cargo test links libpython directly (no extension-module feature), so it needs to find it at run time.
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: demo test test-rust test-python bench lint build wheel clean
+.PHONY: demo test test-rust test-python bench lint build wheel clean torture torture-quick fuzz
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,12 +43,29 @@ bench: build $(VENV)/.bench-installed
 		--benchmark-sort=name --benchmark-json=bench-results/latest.json $(BENCH_ARGS)
 	$(PY) benches/report.py bench-results/latest.json
 
+$(VENV)/.torture-installed: $(VENV)/.installed torture/setup.sh
+	bash torture/setup.sh
+	touch $@
+
+## torture: every torture suite (kill, crash states, concurrency, corruption, I/O errors, sanitizers, fuzzing);
+## minutes; the figures go to RELIABILITY.md. torture-quick is the bounded variant CI runs. A failure prints its seed:
+## replay with TORTURE_ARGS="--seed N --only SUITE".
+torture: build $(VENV)/.torture-installed
+	$(PY) -m torture.run $(TORTURE_ARGS)
+
+torture-quick: build $(VENV)/.torture-installed
+	$(PY) -m torture.run --quick $(TORTURE_ARGS)
+
+## fuzz: the coverage-guided fuzz targets (fuzz/), each for a bounded time; crashes found are kept as regression tests
+fuzz: build $(VENV)/.torture-installed
+	$(PY) -m torture.run --only fuzz $(TORTURE_ARGS)
+
 ## lint: formatting, clippy, ruff, mypy; stubtest imports the built module, so build first (else it checks a stale one)
 lint: build
 	cargo fmt --check
 	PYO3_PYTHON=$(PY) cargo clippy --all-targets -- -D warnings
-	$(PY) -m ruff check python tests benches examples
-	$(PY) -m ruff format --check python tests benches examples
+	$(PY) -m ruff check python tests benches examples torture
+	$(PY) -m ruff format --check python tests benches examples torture
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest conversation_codec._core --allowlist .stubtest-allowlist
 
