@@ -29,11 +29,13 @@ class ConversationCodec:
     """Saves, appends to and loads one conversation at `path`.
 
     `redact`, if given, is called once per message by `save()` and `append_turn()`; the file holds only what it
-    returns. `fernet_key` (a key from `Fernet.generate_key()`, or a `Fernet`/`MultiFernet`) encrypts the file; it
-    needs the optional `cryptography` package, and a codec with a key reads only encrypted files. `compressed=True`
-    writes gzip (RFC 1952, readable by `gzip -dc`) at `compression_level` (0-12: libdeflate's levels; 6, the
-    default, is zlib's usual). `durable=False` skips the flushes to disk: still atomic, but a power cut may lose the
-    last write. Reading needs no options but the key: the format is recognised from the bytes.
+    returns. `fernet_key` (a key from `Fernet.generate_key()`, a list of keys, or a `Fernet`/`MultiFernet`)
+    encrypts the file: with a list, the first key encrypts and every key decrypts (`rotate()` then re-encrypts
+    under the first). It needs the optional `cryptography` package, and a codec with a key reads only encrypted
+    files. `compressed=True` writes gzip (RFC 1952, readable by `gzip -dc`) at `compression_level` (0-12:
+    libdeflate's levels; 6, the default, is zlib's usual). `durable=False` skips the flushes to disk: still
+    atomic, but a power cut may lose the last write. Reading needs no options but the key: the format is
+    recognised from the bytes.
     """
 
     def __init__(
@@ -104,7 +106,18 @@ class ConversationCodec:
         """
         if self._framing.cipher is None:
             raise ValueError("encrypt() needs a codec with a fernet_key")
-        self._store.encrypt_existing()
+        self._store.rewrite(unencrypted=True)
+
+    def rotate(self) -> None:
+        """Encrypt every frame again under the first of this codec's keys, in place and atomically.
+
+        Give the codec the new key first and the old ones after (`fernet_key=[new, old]`): every key in the list
+        reads the file, and after `rotate()` the old keys no longer do. A crash leaves the old file or the new one.
+        The file is rewritten in this codec's format (`compressed` or not). Does nothing if there is no file.
+        """
+        if self._framing.cipher is None:
+            raise ValueError("rotate() needs a codec with a fernet_key")
+        self._store.rewrite(unencrypted=False)
 
     # ---- reading ------------------------------------------------------------------------------------------
 

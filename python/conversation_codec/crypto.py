@@ -1,12 +1,14 @@
 """Fernet encryption, through the optional `cryptography` package (pip install "conversation-codec[crypto]").
 
 It is imported only when a codec is given a key, so plain use needs nothing beyond the standard library. Key
-material is never put in a message, a repr or a file name.
+material is never put in a message, a repr, a file or a file name: an invalid key is named by its place in the
+list of keys, never shown, and no exception carrying it is chained.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Protocol, Union
 
 from .errors import DecryptionError
@@ -21,23 +23,51 @@ class Cipher(Protocol):
     def decrypt(self, token: bytes) -> bytes: ...
 
 
-FernetKey = Union[bytes, str, Cipher]
+OneKey = Union[bytes, str, Cipher]
+# One key, or a list of keys (as MultiFernet): the first encrypts, every one decrypts.
+FernetKey = Union[OneKey, Sequence[OneKey]]
 
 # A Fernet token is urlsafe base64 (with its padding) of 1 + 8 + 16 + 16k + 32 bytes, k >= 1.
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def make_cipher(key: FernetKey) -> Cipher:
-    """A Fernet for a key (bytes or str, as `Fernet.generate_key()` gives), or the Fernet/MultiFernet given."""
-    if hasattr(key, "encrypt") and hasattr(key, "decrypt"):
-        return key
+    """The cipher for `fernet_key`: a Fernet for one key (bytes or str, as `Fernet.generate_key()` gives), a
+    MultiFernet for a list of them (the first encrypts, all decrypt), or the Fernet/MultiFernet given."""
+    if _is_cipher(key):
+        return key  # type: ignore[return-value]
     try:
-        from cryptography.fernet import Fernet
-    except ImportError as exc:
+        from cryptography.fernet import Fernet, MultiFernet
+    except ImportError:
         raise ImportError(
             'fernet_key needs the cryptography package: pip install "conversation-codec[crypto]"'
-        ) from exc
-    return Fernet(key)
+        ) from None
+    if isinstance(key, (bytes, str)):
+        return _fernet(Fernet, key, "fernet_key")
+    if not isinstance(key, Sequence):
+        raise TypeError(
+            f"fernet_key must be a key (bytes or str), a list of keys or a Fernet, not {type(key).__name__}"
+        )
+    if not key:
+        raise ValueError("fernet_key is an empty list: give at least one key (the first encrypts)")
+    ciphers = [k if _is_cipher(k) else _fernet(Fernet, k, f"fernet_key[{i}]") for i, k in enumerate(key)]
+    return MultiFernet(ciphers)  # type: ignore[arg-type]
+
+
+def _is_cipher(key: object) -> bool:
+    return hasattr(key, "encrypt") and hasattr(key, "decrypt")
+
+
+def _fernet(fernet: type[Cipher], key: object, name: str) -> Cipher:
+    if not isinstance(key, (bytes, str)):
+        raise TypeError(f"{name} must be a key (bytes or str) or a Fernet, not {type(key).__name__}")
+    try:
+        return fernet(key)  # type: ignore[call-arg]
+    except ValueError:
+        # Said without the key, and without chaining cryptography's error (whose context holds the key's bytes).
+        raise ValueError(
+            f"{name} is not a Fernet key: a key is 32 url-safe base64-encoded bytes, as Fernet.generate_key() gives"
+        ) from None
 
 
 def is_one_token(line: bytes) -> bool:
@@ -55,13 +85,21 @@ def is_one_token(line: bytes) -> bool:
     return size >= 73 and (size - 57) % 16 == 0
 
 
-def decrypt(cipher: Cipher, token: bytes, source: str) -> bytes:
+WRONG_KEY = "wrong key, or the frame was altered"
+
+
+def decrypt(cipher: Cipher, token: bytes, source: str, offset: int) -> bytes:
+    """The plaintext of the frame at byte `offset` of `source`; DecryptionError (with `offset`) if the key does
+    not open it. Whether that is a wrong key or an altered frame, one frame cannot tell: the store decides, by
+    trying the key on the file's other frames."""
     from cryptography.fernet import InvalidToken
 
     try:
         return cipher.decrypt(token)
     except InvalidToken:
-        raise _invalid_token_error()(f"{source}: cannot decrypt: wrong key, or the data was altered") from None
+        error = _invalid_token_error()(f"{source} (frame at byte {offset}): cannot decrypt: {WRONG_KEY}")
+        error.offset = offset
+        raise error from None
 
 
 @functools.cache

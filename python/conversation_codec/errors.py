@@ -76,10 +76,14 @@ class CorruptFileError(CodecError):
 
 
 class DecryptionError(CodecError):
-    """An encrypted file cannot be decrypted: wrong key, tampered or truncated data, or no key given.
+    """An encrypted file cannot be decrypted with the key given: a wrong key, or no key given.
 
-    When raised for a bad token it is also a `cryptography.fernet.InvalidToken`, as the original raised.
+    When raised for a frame the key does not open it is also a `cryptography.fernet.InvalidToken`, as the
+    original raised, and `offset` is the frame's byte offset. A frame the key does not open in a file whose other
+    frames it opens was altered: that is a `CorruptFileError` instead.
     """
+
+    offset: int | None = None
 
 
 class FormatMismatchError(CodecError):

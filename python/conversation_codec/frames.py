@@ -243,7 +243,7 @@ class Framing:
             if stored[:2] == _GZIP_MAGIC:
                 return Opened(_core.gunzip(stored, base=offset, source=source), None, None, None)
             return Opened(stored, None, None, None)
-        plaintext = crypto.decrypt(self.cipher, stored.strip(_WHITESPACE), f"{source} (frame at byte {offset})")
+        plaintext = crypto.decrypt(self.cipher, stored.strip(_WHITESPACE), source, offset)
         conversation = before = count = None
         if plaintext[:4] == _BOUND_MAGIC:
             if len(plaintext) < _BOUND.size:

@@ -38,6 +38,8 @@ _READ_BLOCK = 4 << 20
 _HEAD = 4096  # bytes read first to tell a file's kind
 _BACK = 64 << 10  # bytes read at a time when looking back for the last whole turn
 _TAB_NEWLINE = b"\t\n"
+_ALTERED = "an encrypted frame fails authentication under the key that opens the rest of the file: it was altered"
+_KEY_WINDOW = 4 << 20  # bytes read at each end of a file to find a frame to try a key on
 
 
 @dataclass
@@ -111,9 +113,36 @@ class FileStore:
             kind = kind_of(head[1])
             assert kind is not None
             self.framing.check(kind, self.path, writing=False)
-            yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head[0])
+            try:
+                yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head[0])
+            except DecryptionError as exc:
+                raise self._judged(exc, fd, st.st_size, head[0]) from None
         finally:
             os.close(fd)
+
+    def _judged(self, exc: DecryptionError, fd: int, size: int, start: int) -> CodecError:
+        """What a frame the key does not open means: if the key opens another frame of the file, the frame was
+        altered (CorruptFileError naming it); if it opens none, the key is wrong (DecryptionError). The first and
+        the last frame are tried: a file altered in every frame reads as a wrong key."""
+        if exc.offset is None:
+            return exc
+        opens = None
+        for offset, stored in _first_and_last_frames(fd, size, start):
+            if offset == exc.offset:
+                continue
+            try:
+                self.framing.open(stored, self.path, offset, body=False)
+            except DecryptionError:
+                opens = False
+                continue
+            except CodecError:
+                pass  # decrypted: the key is proven, whatever is wrong with that frame's header
+            return CorruptFileError(self.path, exc.offset, _ALTERED)
+        if opens is None:
+            return exc  # the file's only frame: a wrong key or an altered frame, nothing tells them apart
+        wrong = type(exc)(f"{self.path}: cannot decrypt: wrong key (it opens none of the file's frames)")
+        wrong.offset = exc.offset
+        return wrong
 
     @staticmethod
     def _head(fd: int, size: int) -> tuple[int, int] | None:
@@ -293,7 +322,7 @@ class FileStore:
     def append(self, jsonl: _core.Encoded | bytes, count: int) -> None:
         with files.WriterLock(self.path, create=True) as lock:
             assert lock is not None
-            known = self._prepare(lock)
+            known = self._prepare_judged(lock)
             frame = self.framing.seal(jsonl, count, before=known.messages, conversation=known.conversation, turn=True)
             try:
                 files.write_all(lock.fd, frame)
@@ -329,6 +358,13 @@ class FileStore:
             index_size,
             records,
         )
+
+    def _prepare_judged(self, lock: files.WriterLock) -> Known:
+        try:
+            return self._prepare(lock)
+        except DecryptionError as exc:
+            head = self._head(lock.fd, lock.st.st_size)
+            raise self._judged(exc, lock.fd, lock.st.st_size, head[0] if head else 0) from None
 
     def _prepare(self, lock: files.WriterLock) -> Known:
         """What the locked file holds, once it ends with a whole frame and its key is proven: the lock holder's
@@ -471,20 +507,26 @@ class FileStore:
         if cut < size:
             files.side_file(self.path, f".torn-{cut}", files.read_at(lock.fd, size - cut, cut), durable=self.durable)
 
-    def encrypt_existing(self) -> None:
-        """Rewrites an unencrypted conversation in this (encrypted) store's framing, under the lock."""
+    def rewrite(self, *, unencrypted: bool) -> None:
+        """Rewrites the conversation in this store's framing, atomically, under the lock: for `encrypt()`
+        (`unencrypted=True`) a plain or gzip one, which an encrypted file replaces; for `rotate()` one of this
+        store's kind, every frame sealed again under the cipher's first key. A crash leaves the old file or the
+        new one; a torn tail goes to a side file first. Does nothing to a missing file (nor, for `encrypt()`, to an
+        encrypted one)."""
         real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 return
             head = self._head(lock.fd, lock.st.st_size)
             kind = None if head is None else kind_of(head[1])
-            if kind is None or kind == FERNET:
+            if kind is None or (unencrypted and kind == FERNET):
                 return
-            unencrypted = FileStore(self.path, Framing(None, compressed=kind == GZIP), durable=self.durable)
-            unencrypted._prepare(lock)  # a torn tail goes aside, not into the encrypted file
-            with unencrypted.reading() as view:
-                messages = [] if view is None else unencrypted.load(view)
+            reader = self
+            if unencrypted:
+                reader = FileStore(self.path, Framing(None, compressed=kind == GZIP), durable=self.durable)
+            reader._prepare_judged(lock)  # refuses a kind it must not read, proves the key, sets a torn tail aside
+            with reader.reading() as view:
+                messages = [] if view is None else reader.load(view)
             self._replace_locked(lock, real, _core.encode_chunks(messages, chunk_size=self.framing.frame_bytes))
 
     # ================================================================================================ repair
@@ -560,6 +602,7 @@ class FileStore:
         """Every message of every intact frame, stepping over damage, with what was wrong and where."""
         result = Salvage()
         binding = Binding(self.path)
+        unopened: list[int] = []  # the errors of frames the key did not open
         at = base
         while at < base + len(data):
             found = scan(kind, data[at - base :], at, turns=True)
@@ -576,6 +619,8 @@ class FileStore:
                         messages = _core.decode_lines(stored, source=self.path)
                 except CodecError as exc:
                     result.first_error = result.first_error or exc
+                    if isinstance(exc, DecryptionError):
+                        unopened.append(len(result.errors))
                     result.errors.append((getattr(exc, "offset", offset), str(exc)))
                     binding = Binding(self.path, conversation=binding.conversation, before=None)
                     continue
@@ -589,6 +634,10 @@ class FileStore:
             result.errors.append(found.damage)
             binding = Binding(self.path, conversation=binding.conversation, before=None)
             at = _resync(kind, data, base, found.damage[0])
+        if result.records:  # the key opens frames of this file: those it does not open were altered
+            for i in unopened:
+                offset = result.errors[i][0]
+                result.errors[i] = (offset, str(CorruptFileError(self.path, offset, _ALTERED)))
         running = 0
         for i, record in enumerate(result.records):
             result.records[i] = record._replace(before=running)
@@ -658,6 +707,24 @@ def _plain_tail(fd: int, size: int) -> tuple[int, int]:
     boundary = _last_boundary(fd, size)
     found = scan(PLAIN, files.read_at(fd, size - boundary, boundary), boundary)
     return boundary, size if found.damage is None and found.end == size else boundary
+
+
+def _first_and_last_frames(fd: int, size: int, start: int) -> list[tuple[int, bytes]]:
+    """The first and the last whole line of a file of tokens (the frames a key is tried on), with their offsets;
+    a line longer than a generous frame is left out."""
+    window = min(size - start, _KEY_WINDOW)
+    head = os.pread(fd, window, start)
+    found = []
+    newline = head.find(b"\n")
+    if newline >= 0:
+        found.append((start, head[: newline + 1]))
+    tail_start = size - window
+    tail = head if tail_start == start else os.pread(fd, window, tail_start)
+    tail = tail[: tail.rfind(b"\n") + 1]  # up to the end of the last whole line
+    before = tail.rfind(b"\n", 0, len(tail) - 1)
+    if tail and (before >= 0 or tail_start == start) and tail_start + before + 1 != start:
+        found.append((tail_start + before + 1, tail[before + 1 :]))
+    return found
 
 
 def _blocks(fd: int, start: int, end: int) -> Iterator[memoryview]:
