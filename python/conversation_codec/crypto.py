@@ -85,6 +85,24 @@ def is_one_token(line: bytes) -> bool:
     return size >= 73 and (size - 57) % 16 == 0
 
 
+def could_start_token(tail: bytes) -> bool:
+    """Whether `tail` (the end of a file of tokens, without a line break) can be a token of ours cut short by a
+    write that did not complete: base64 characters only, and padding only at its end."""
+    rest = tail.translate(None, _ALPHABET)
+    return rest in (b"", b"=", b"==") and tail.endswith(rest)
+
+
+def opens(cipher: Cipher, token: bytes) -> bool:
+    """Whether the key opens `token`."""
+    from cryptography.fernet import InvalidToken
+
+    try:
+        cipher.decrypt(token)
+    except InvalidToken:
+        return False
+    return True
+
+
 WRONG_KEY = "wrong key, or the frame was altered"
 
 

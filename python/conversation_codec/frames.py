@@ -165,8 +165,31 @@ def scan(kind: str, data: bytes, base: int, *, turns: bool = False) -> Scan:
         if stop is None:
             return Scan(members, end, False, None)
         offset, truncated, reason = stop
+        if truncated and not _member_cut_short(data[offset - base :]):
+            truncated, reason = False, "a gzip member cut short whose header is not one this library writes"
         return Scan(members, end, truncated, None if truncated else (offset, reason))
     return _scan_tokens(data, base)
+
+
+# The bytes every gzip member header of ours has (section 1.3), by position; FLG is 06 (04 in the first version's
+# members, which have no CRC16) and XFL one of 00, 02, 04.
+_MEMBER_HEADER = {0: 0x1F, 1: 0x8B, 2: 0x08, 4: 0, 5: 0, 6: 0, 7: 0, 9: 0xFF, 10: 12, 11: 0, 12: 0x43, 13: 0x43, 14: 8}
+_MEMBER_HEADER[15] = 0
+
+
+def _member_cut_short(tail: bytes) -> bool:
+    """Whether `tail`, from a member's start to the end of the data, can be a member this library wrote, cut short
+    by a write that did not complete: only that is a torn tail. A member of another tool, or one whose header a
+    flipped bit changed, running past the end is damage."""
+    if any(tail[i] != value for i, value in _MEMBER_HEADER.items() if i < len(tail)):
+        return False
+    if len(tail) > 3 and tail[3] not in (0x04, 0x06):
+        return False
+    if len(tail) > 8 and tail[8] not in (0x00, 0x02, 0x04):
+        return False
+    if len(tail) >= 26 and tail[3] == 0x06:
+        return _core.crc32(tail[:24]) & 0xFFFF == int.from_bytes(tail[24:26], "little")
+    return True
 
 
 def _scan_tokens(data: bytes, base: int) -> Scan:
@@ -178,7 +201,7 @@ def _scan_tokens(data: bytes, base: int) -> Scan:
         line = data[start : newline if newline >= 0 else end].rstrip(b"\r")
         if line.strip(_WHITESPACE):
             if not crypto.is_one_token(line.strip(_WHITESPACE)):
-                if newline < 0:  # cut short
+                if newline < 0 and crypto.could_start_token(data[start:]):  # cut short
                     return Scan(frames, base + start, True, None)
                 return Scan(frames, base + start, False, (base + start, "a line that is not one Fernet token"))
             if newline < 0 and (frames or base + start > 0):
@@ -192,6 +215,17 @@ def _scan_tokens(data: bytes, base: int) -> Scan:
 
 class Framing:
     """How one codec stores JSONL: as it is, as gzip members, as Fernet tokens, or both; and what it accepts."""
+
+    def scan(self, kind: str, data: bytes, base: int, *, turns: bool = False) -> Scan:
+        """`scan()`, with the one judgement that needs the key: a last line without its line break that is a whole
+        token (the key opens it) and one more byte is not a token cut short, but a token whose line break was
+        altered."""
+        found = scan(kind, data, base, turns=turns)
+        if found.torn and kind == FERNET and self.cipher is not None:
+            token = data[found.end - base : -1]
+            if crypto.is_one_token(token) and crypto.opens(self.cipher, token):
+                return found._replace(torn=False, damage=(found.end, "a Fernet token whose line break was altered"))
+        return found
 
     def __init__(self, cipher: crypto.Cipher | None, compressed: bool = False, level: int = 6) -> None:
         self.cipher = cipher

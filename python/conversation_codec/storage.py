@@ -240,7 +240,7 @@ class FileStore:
             pending = pending + block if pending else block
             # Before the end, only whole lines of tokens: a token cut by the block could look like a whole one.
             ready = pending if at_end or view.kind != FERNET else pending[: pending.rfind(b"\n") + 1]
-            found = scan(view.kind, ready, base)
+            found = self.framing.scan(view.kind, ready, base)
             if found.damage is not None or at_end:
                 found = self._checked(view, found, base + len(pending))
             yield from self._decode(view.kind, pending, base, found.frames, binding)
@@ -283,7 +283,7 @@ class FileStore:
         return messages
 
     def _scan(self, view: View, data: bytes, base: int) -> Scan:
-        return self._checked(view, scan(view.kind, data, base), base + len(data))
+        return self._checked(view, self.framing.scan(view.kind, data, base), base + len(data))
 
     def _checked(self, view: View, found: Scan, end: int) -> Scan:
         """`found`, once damage is raised and a torn tail (up to `end`) reported."""
@@ -387,7 +387,7 @@ class FileStore:
         if sound is not None:
             before, start, index_size = sound.record.after, sound.record.end, sound.index_size
         data = files.read_at(lock.fd, size - start, start)
-        found = scan(kind, data, start)
+        found = self.framing.scan(kind, data, start)
         if found.damage is not None:
             offset, reason = found.damage
             raise CorruptFileError(self.path, offset, f"{reason}; nothing was written (repair() can mend it)")
@@ -500,7 +500,7 @@ class FileStore:
             else:
                 sound = self._sound_last(lock.fd, (lock.st.st_dev, lock.st.st_ino), size)
                 start = head[0] if sound is None else sound.record.end
-                found = scan(kind, files.read_at(lock.fd, size - start, start), start)
+                found = self.framing.scan(kind, files.read_at(lock.fd, size - start, start), start)
                 cut = found.end if found.torn else size
         except CodecError:
             return  # damage is not a torn tail; the save replaces it all the same
@@ -541,10 +541,10 @@ class FileStore:
             salvage.raise_for_key()
             index = self._check_index(view, data, salvage)
             return Report(
-                ok=not salvage.errors and not salvage.torn and not index.startswith("wrong"),
+                ok=not salvage.errors and salvage.torn is None and not index.startswith("wrong"),
                 messages=len(salvage.messages),
                 frames=len(salvage.records),
-                torn_tail_bytes=view.size - salvage.torn if salvage.torn else 0,
+                torn_tail_bytes=0 if salvage.torn is None else view.size - salvage.torn,
                 errors=salvage.errors,
                 index=index,
             )
@@ -573,7 +573,7 @@ class FileStore:
         of the file as it was."""
         report = self.verify()
         written: list[str] = []
-        if report.ok:
+        if report.ok and not report.index.startswith("ignored"):
             return written, report
         real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         with files.WriterLock(real, create=False) as lock:
@@ -588,8 +588,9 @@ class FileStore:
             assert kind is not None
             data = files.read_at(lock.fd, size - head[0], head[0])
             salvage = self._salvage(kind, data, head[0])
-            if not salvage.errors:  # only a torn tail: set it aside
-                written.append(self._set_aside(lock, salvage.torn, size)[1])
+            if not salvage.errors:  # a torn tail (set aside) or an index to write again: the frames stay as they are
+                if salvage.torn is not None:
+                    written.append(self._set_aside(lock, salvage.torn, size)[1])
                 self.index.write(lock, (lock.st.st_dev, lock.st.st_ino), salvage.records)
                 return written, report
             salvage.raise_for_key()
@@ -605,7 +606,7 @@ class FileStore:
         unopened: list[int] = []  # the errors of frames the key did not open
         at = base
         while at < base + len(data):
-            found = scan(kind, data[at - base :], at, turns=True)
+            found = self.framing.scan(kind, data[at - base :], at, turns=True)
             for offset, length, _ in found.frames:
                 stored = data[offset - base : offset - base + length]
                 try:
@@ -650,7 +651,7 @@ class Salvage:
     messages: list[Any] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
-    torn: int = 0
+    torn: int | None = None  # where a torn tail starts
     first_error: CodecError | None = None
 
     def raise_for_key(self) -> None:
