@@ -422,7 +422,6 @@ class Checker:
         self.folder = folder
         self.lasts = [1, 4, len(base.messages) + 2]
         self.encrypted = "fernet_key" in self.options
-        self.compressed = bool(self.options.get("compressed"))
         self._reference: dict[str, Any] | None = None
 
     def codec(self, path: Path) -> Any:
@@ -548,7 +547,7 @@ class Checker:
                 if obs.error is not None or not same(obs.value, value):
                     fail.append(f"{name} gives {describe(obs)} where load() gives {len(messages)} messages")
                 elif obs.torn != load.torn:
-                    fail.append(f"{name} {'warns' if obs.torn else 'does not warn'} of a torn tail, load() does not")
+                    fail.append(f"{name} warns of a torn tail: {obs.torn}; load() does: {load.torn}")
             if verify.error is not None:
                 fail.append(f"verify() raised {describe(verify)} where load() works")
             else:
