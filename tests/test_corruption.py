@@ -118,3 +118,19 @@ def test_repair_of_a_wrong_index_keeps_the_conversation(tmp_path: Path) -> None:
     assert [Path(name).name for name in codec.repair()] == []
     assert codec.load() == [{"a": 1}, {"b": 2}, {"c": 3}]
     assert codec.verify().ok
+
+
+def test_an_append_after_repair_of_a_last_line_without_its_line_break_does_not_join_it(tmp_path: Path) -> None:
+    # repair() wrote an index whose last record ended at a last line without "\n"; the next append, trusting the
+    # index, wrote its turn right after that line: one line of two messages, a DecodeError for every reader.
+    path = tmp_path / "c.jsonl"
+    codec = ConversationCodec(path)
+    codec.save([{"a": 1}, {"b": 2}])
+    codec.append_turn({"c": 3})
+    codec.append_turn({"d": 4})
+    os.truncate(path, len(b'{"a":1}\n{"b":2}'))  # the index now runs past the data: ignored
+    assert codec.verify().ok
+    assert codec.repair() == []
+    ConversationCodec(path).append_turn({"e": 5})
+    assert ConversationCodec(path).load() == [{"a": 1}, {"b": 2}, {"e": 5}]
+    assert codec.verify().ok

@@ -408,13 +408,7 @@ class FileStore:
             conversation = binding.conversation
         if found.torn:
             size, _ = self._set_aside(lock, found.end, size)
-        elif kind != GZIP and records and not data.endswith(b"\n"):
-            # A whole last line without its line break (written by hand, or the original design's one token):
-            # it gets one, as part of its frame.
-            files.write_all(lock.fd, b"\n")
-            last_record = records[-1]
-            stored = data[last_record.offset - start :] + b"\n"
-            records[-1] = last_record._replace(length=len(stored), crc=_core.crc32(stored))
+        elif self._end_last_line(lock, kind, records, data, start):
             size += 1
         mtime = os.fstat(lock.fd).st_mtime_ns
         known = Known(identity, size, mtime, before, conversation or os.urandom(16), index_size, None)
@@ -423,6 +417,22 @@ class FileStore:
                 index_size = self.index.extend(lock, index_size, records)
             return known._replace(index_size=index_size)
         return known._replace(records=records)
+
+    @staticmethod
+    def _end_last_line(lock: files.WriterLock, kind: str, records: list[Record], data: bytes, base: int) -> bool:
+        """A whole last line without its line break (written by hand, or the original design's one token) gets
+        one, as part of its frame: `records[-1]` (the file's last frame, in `data` from offset `base`) is updated.
+        No record of an index may end before that line break, or the next append would join that line."""
+        if kind == GZIP or not records:
+            return False
+        last = records[-1]
+        stored = data[last.offset - base : last.end - base]
+        if stored.endswith(b"\n"):
+            return False
+        files.write_all(lock.fd, b"\n")
+        stored += b"\n"
+        records[-1] = last._replace(length=len(stored), crc=_core.crc32(stored))
+        return True
 
     def _set_aside(self, lock: files.WriterLock, cut: int, size: int) -> tuple[int, str]:
         """Moves the bytes from `cut` to the end into a side file `<name>.torn-<cut>`, then cuts them off."""
@@ -591,6 +601,7 @@ class FileStore:
             if not salvage.errors:  # a torn tail (set aside) or an index to write again: the frames stay as they are
                 if salvage.torn is not None:
                     written.append(self._set_aside(lock, salvage.torn, size)[1])
+                self._end_last_line(lock, kind, salvage.records, data, head[0])
                 self.index.write(lock, (lock.st.st_dev, lock.st.st_ino), salvage.records)
                 return written, report
             salvage.raise_for_key()
