@@ -436,7 +436,7 @@ class RoundRun:
             assert mixed.stdout is not None
             if mixed.stdout.readline().strip() != "writers done":
                 self.fail(f"the writer threads did not finish: {self._stderr('mixed', 0)}")
-            Path(self.spec["stop"]).touch()
+            Path(str(self.spec["stop"])).touch()
             for proc in children.values():
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
