@@ -24,8 +24,11 @@ After each kill the parent checks, with fresh codecs, that:
 - load(), len(), iteration, load(last=n) and verify() agree, and they all see a torn tail or none; nothing else
   warns or raises; verify() finds no error and no wrong index; the file stays 0600;
 - a torn tail (counted) only follows an append in flight, and its bytes are a prefix of that turn's frame (plain,
-  gzip; encrypted: of a token line). The parent then appends a turn itself: it must work, move exactly those bytes
-  to `<name>.torn-<offset>`, keep the bytes before them, and leave a sound file. No other side file may appear.
+  gzip; encrypted: of a token line). Half the time the parent then appends a turn itself: it must work, move
+  exactly those bytes to `<name>.torn-<offset>`, keep the bytes before them, and leave a sound file. Otherwise the
+  torn tail is left to the next writers (which may be killed while they set it aside): once it is gone from the
+  file, a side file must hold it whole, and side files named after it hold nothing but a prefix of it. No other
+  file may appear beside the conversation but its index and the temporary file of a killed save or index write.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ SAVE_CHANCE = 0.1  # of a writer's calls
 DURABLE_CHANCE = 0.75  # the default, durable=True; else a run without fsyncs
 SILENCE = 60.0  # seconds without a word from a writer that is supposed to be writing: it hangs
 BIG = 50_000  # JSONL bytes from which an append is big (worth aiming a kill at)
+LEAVE_TORN_CHANCE = 0.5  # a torn tail is left to the next writers (else the parent appends at once)
 REPAIR_WRITER = 0  # the parent's own turns (after a torn tail) are turns of writer 0; writer runs are 1, 2, ...
 _BASE64URL = re.compile(rb"[A-Za-z0-9_=-]*")
 _TOKEN_START = b"gAAAA"  # base64url of a token's version byte 0x80 and its timestamp's leading zeros
@@ -83,6 +87,8 @@ class Figures:
     partial_turns: int = 0
     torn_tails: int = 0
     set_aside: int = 0
+    set_aside_by_writers: int = 0  # of those, torn tails left to the writers (the others: the parent's append)
+    partial_side_files: int = 0  # side files that a writer died writing (the next one wrote a whole one)
     tmp_left: int = 0
     idx_tmp_left: int = 0
     non_durable_runs: int = 0
@@ -252,7 +258,8 @@ class KillRun:
         self.rng = Random(f"{self.seed}:parent")  # replaced by each cycle's own
         self.workload = Workload(self.seed, SHAPE)
         self.history: list[TurnId] = []
-        self.side_files: set[str] = set()
+        self.side_files: set[str] = set()  # the side files checked so far
+        self.leftover: tuple[int, bytes] | None = None  # a torn tail (offset, bytes) left to the writers
         self.figures = Figures()
         # How long a call takes, estimated from the acknowledged ones (moving averages): seconds for a call of up
         # to BIG bytes, seconds per JSONL byte beyond (a flush costs the same for 1 KB or 1 MB).
@@ -371,7 +378,8 @@ class KillRun:
         (or of a save's temporary file): it waits for a byte on `go` before each call, and before the chosen one
         the parent lowers its file size limit (RLIMIT_FSIZE) to that point. The write is cut there and the next
         one kills the writer (SIGXFSZ). A SIGKILL cuts a write only between two page-cache folios, which on a
-        recent kernel (large folios) may be never: this puts the cut at any byte, as a power cut would."""
+        recent kernel (large folios) may be never: this puts the cut at any byte, as a power cut would. With a
+        torn tail left in the file, the cut falls in the side file that the first call writes it to."""
         calls = 0
         try:
             while True:
@@ -382,9 +390,11 @@ class KillRun:
                 if line[0] not in "AS":
                     continue
                 calls += 1
-                if calls > target:
+                if calls > target or self.leftover is not None:
                     fields = line.split()
-                    if line[0] == "A":
+                    if self.leftover is not None:  # the first call sets the torn tail aside: cut that side file
+                        limit = int(fraction * len(self.leftover[1]))
+                    elif line[0] == "A":
                         limit = int(fields[4]) + int(fraction * self._stored(int(fields[3])))
                     else:
                         limit = int(fraction * self._stored(int(fields[5])))
@@ -542,27 +552,33 @@ class KillRun:
             )
         if self.path.exists() and stat.S_IMODE(os.stat(self.path).st_mode) != 0o600:
             raise self.fail(cycle, f"{what}: the file's mode is {oct(os.stat(self.path).st_mode)}, not 0600")
-        if torn:
-            self._torn(cycle, raw, reads.report.torn_tail_bytes, turns, pending, what)
-        else:
-            self.history = turns
+        cut = len(raw) - reads.report.torn_tail_bytes
+        still = torn and self.leftover is not None and self.leftover == (cut, raw[cut:])
+        if self.leftover is not None and not still:
+            self._set_aside_by_writer(cycle, what)
+        self.history = turns
+        if torn and not still:
+            self._torn(cycle, raw, cut, pending, what)
         self._side_files(cycle, what)
         if cycle % 10 == 0:
             held = sum(self.workload.size(w, t) for w, t in self.history)
             self.figures.max_history_bytes = max(self.figures.max_history_bytes, held)
 
-    def _torn(
-        self, cycle: int, raw: bytes, torn_bytes: int, turns: list[TurnId], pending: Pending | None, what: str
-    ) -> None:
-        """A torn tail: it must be part of the append in flight; the next append sets exactly it aside."""
+    def _torn(self, cycle: int, raw: bytes, cut: int, pending: Pending | None, what: str) -> None:
+        """A new torn tail: it must be part of the append in flight. Either the parent appends a turn at once, and
+        that append must set exactly the torn bytes aside; or the torn tail is left to the next writers, which
+        may be killed while they set it aside (checked by `_set_aside_by_writer` once it is gone)."""
         self.figures.torn_tails += 1
-        if pending is None or pending.kind != "A" or pending.turn is None:
-            raise self.fail(cycle, f"{what}: a torn tail of {torn_bytes} bytes, but no append was in flight")
-        cut = len(raw) - torn_bytes
         tail = raw[cut:]
+        if pending is None or pending.kind != "A" or pending.turn is None:
+            raise self.fail(cycle, f"{what}: a torn tail of {len(tail)} bytes, but no append was in flight")
         problem = self._not_a_frame_prefix(tail, pending.turn)
         if problem:
             raise self.fail(cycle, f"{what}: the torn tail (from byte {cut}) {problem}")
+        if self.rng.random() < LEAVE_TORN_CHANCE:
+            self.leftover = (cut, tail)
+            return
+        turns = self.history
         before = set(self._torn_files())
         repair = (REPAIR_WRITER, cycle)
         try:
@@ -610,19 +626,54 @@ class KillRun:
             return ""
         return f"({len(tail)} bytes) is not a proper prefix of turn {turn} as stored ({len(stored)} bytes)"
 
+    def _set_aside_by_writer(self, cycle: int, what: str) -> None:
+        """A torn tail left to the writers is gone: set aside by one of them, in a side file named after its offset
+        that holds exactly its bytes. Writers killed while writing such a file leave one with only some of them
+        (and the next writer writes another: `.torn-<offset>.1`), never anything else."""
+        assert self.leftover is not None
+        cut, tail = self.leftover
+        self.leftover = None
+        name = f"{self.path.name}.torn-{cut}"
+        new = [n for n in self._torn_files() if n not in self.side_files]
+        contents = {n: (self.folder / n).read_bytes() for n in new}
+        wrong = [
+            n
+            for n, data in contents.items()
+            if not (n == name or n.startswith(name + ".")) or not tail.startswith(data)
+        ]
+        if wrong:
+            raise self.fail(cycle, f"{what}: side files that are not the torn tail of byte {cut}: {wrong}")
+        if tail not in contents.values():
+            raise self.fail(
+                cycle,
+                f"{what}: the torn tail of byte {cut} ({len(tail)} bytes) is gone from the file "
+                f"but no side file holds it whole: {sorted(new)}",
+            )
+        self.side_files.update(new)
+        self.figures.set_aside += 1
+        self.figures.set_aside_by_writers += 1
+        self.figures.partial_side_files += sum(data != tail for data in contents.values())
+
     def _torn_files(self) -> list[str]:
         return [n for n in os.listdir(self.folder) if n.startswith(self.path.name + ".torn-")]
 
     def _side_files(self, cycle: int, what: str) -> None:
         """Only the files a conversation may have: itself, its index, the temporary file of a killed save (or
-        index write), and the side files this run saw written."""
+        index write), the side files this run has checked, and side files of a torn tail left to the writers."""
         name = self.path.name
+        pending = None if self.leftover is None else (f"{name}.torn-{self.leftover[0]}", self.leftover[1])
         for entry in os.listdir(self.folder):
+            if entry in self.side_files:
+                continue
+            if pending and (entry == pending[0] or entry.startswith(pending[0] + ".")):
+                if not pending[1].startswith((self.folder / entry).read_bytes()):
+                    raise self.fail(cycle, f"{what}: {entry} holds other bytes than the torn tail it is named after")
+                continue  # a writer died setting the torn tail aside, after or while writing this side file
             if entry == f".{name}.tmp":
                 self.figures.tmp_left += 1
             elif entry == f".{name}.idx.tmp":  # the index is replaced the same way (index.py)
                 self.figures.idx_tmp_left += 1
-            elif entry not in (name, name + ".idx") and entry not in self.side_files:
+            elif entry not in (name, name + ".idx"):
                 raise self.fail(cycle, f"{what}: an unexpected file beside the conversation: {entry}")
 
 
@@ -647,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{figures.turns_acked} turns and {figures.saves_acked} saves acknowledged, "
                 f"unacknowledged landed {figures.unacked_turns_landed} turns / {figures.unacked_saves_landed} saves, "
                 f"lost {figures.turns_lost}, duplicated {figures.duplicates}, partial {figures.partial_turns}, "
-                f"torn tails {figures.torn_tails} (set aside {figures.set_aside}), "
+                f"torn tails {figures.torn_tails} (set aside {figures.set_aside}, {figures.set_aside_by_writers} of "
+                f"them by writers; {figures.partial_side_files} side files cut short), "
                 f"tmp files left {figures.tmp_left}, in {figures.seconds} s",
                 flush=True,
             )
