@@ -51,7 +51,7 @@ import traceback
 import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -345,6 +345,7 @@ class Figures:
     turns_lost: int = 0
     failures: int = 0
     seconds: float = 0.0
+    per_round: list[dict[str, Any]] = field(default_factory=list)  # acknowledged, present, dropped, racy share
 
 
 class RoundRun:
@@ -522,6 +523,7 @@ class RoundRun:
             self.fail(f"the appended turns, save after save: {problems or ''} unacknowledged or foreign {foreign[:5]}")
             return
         self.figures.turns_present += len(appended)
+        dropped_before = self.figures.dropped_by_racy_saves
         started = [s["started"] for s in saves]
         ended = [s["ended"] for s in saves]
         loaded_sets = [set(map(tuple, s["loaded"])) for s in saves]
@@ -553,6 +555,15 @@ class RoundRun:
                     f"turn {turn}, acknowledged ({called}..{returned}), is missing and no racy save can have "
                     f"dropped it (saves {earliest}..{latest})"
                 )
+        self.figures.per_round.append(
+            {
+                "racy_share": plan.racy,
+                "saves": len(saves),
+                "acknowledged": len(acks),
+                "present": len(appended),
+                "dropped_by_racy_saves": self.figures.dropped_by_racy_saves - dropped_before,
+            }
+        )
 
     def final_turns(self) -> list[TurnId] | None:
         """The final file's turns, once load, len, last, iter and verify agree on it without a warning."""

@@ -60,6 +60,7 @@ SAVE_CHANCE = 0.1  # of a writer's calls
 DURABLE_CHANCE = 0.75  # the default, durable=True; else a run without fsyncs
 SILENCE = 60.0  # seconds without a word from a writer that is supposed to be writing: it hangs
 BIG = 50_000  # JSONL bytes from which an append is big (worth aiming a kill at)
+CUTS = hasattr(resource, "prlimit")  # Linux: cut writes at a chosen byte (see the module's docstring)
 LEAVE_TORN_CHANCE = 0.5  # a torn tail is left to the next writers (else the parent appends at once)
 REPAIR_WRITER = 0  # the parent's own turns (after a torn tail) are turns of writer 0; writer runs are 1, 2, ...
 _BASE64URL = re.compile(rb"[A-Za-z0-9_=-]*")
@@ -289,7 +290,7 @@ class KillRun:
         rng = self.rng = Random(f"{self.seed}:parent:{cycle}")
         durable = rng.random() < DURABLE_CHANCE
         self.figures.non_durable_runs += not durable
-        mode = rng.choices(["time", "call", "save", "big", "cut"], weights=[25, 20, 20, 10, 25])[0]
+        mode = rng.choices(["time", "call", "save", "big", "cut"], weights=[25, 20, 20, 10, 25 if CUTS else 0])[0]
         target = rng.randrange(6)
         fraction = rng.random()
         delay = rng.uniform(0.0, 0.04)
