@@ -87,8 +87,8 @@ class Round:
 
 QUICK = [Round(3, 2, 25, 1, 3, 0.05, 0.002, True, 0.25)]
 FULL = [
-    Round(4, 2, 150, 2, 5, 0.1, 0.002, True, 0.5),
-    Round(6, 2, 100, 2, 5, 0.05, 0.0, False, 0.0),
+    Round(4, 2, 150, 2, 5, 0.1, 0.002, True, 0.3),
+    Round(6, 2, 100, 2, 5, 0.02, 0.002, False, 0.0),
 ]
 
 
@@ -524,6 +524,7 @@ class RoundRun:
             return
         self.figures.turns_present += len(appended)
         dropped_before = self.figures.dropped_by_racy_saves
+        last_return = max((returned for _, returned in acks.values()), default=0)
         started = [s["started"] for s in saves]
         ended = [s["ended"] for s in saves]
         loaded_sets = [set(map(tuple, s["loaded"])) for s in saves]
@@ -559,6 +560,7 @@ class RoundRun:
             {
                 "racy_share": plan.racy,
                 "saves": len(saves),
+                "saves_racing_appends": sum(save["started"] < last_return for save in saves),
                 "acknowledged": len(acks),
                 "present": len(appended),
                 "dropped_by_racy_saves": self.figures.dropped_by_racy_saves - dropped_before,
