@@ -117,7 +117,11 @@ def _writer(
     budget: int,
 ) -> None:
     """The child: appends and saves until killed, announcing each call before it and acknowledging it after.
-    With a `go` pipe, it waits for a byte on it before each call (the parent may lower its file size limit)."""
+    With a `go` pipe, it waits for a byte on it before each call (the parent may lower its file size limit).
+
+    Its lines: `A <turn> <messages> <JSONL bytes> <file size before>` (an append of turn (run, turn)),
+    `S <first new turn> <new turns> <turns kept> <digest of the content> <JSONL bytes>` (a save of the last kept
+    turns of its history and the new ones), `ok <nanoseconds the call took>`, `E <traceback>`."""
 
     def say(line: str) -> None:
         os.write(wfd, (line + "\n").encode())
@@ -132,13 +136,13 @@ def _writer(
         codec = ConversationCodec(path, **options, durable=durable)
         rng = Random(f"{seed}:{run}:writer")
         t = 0
-        held = sum(workload.size(w, t) for w, t in history)
+        held = sum(workload.size(*turn) for turn in history)
         while True:
             if rng.random() < (SAVE_CHANCE if held <= budget else 0.5):
                 new = [(run, t + i) for i in range(rng.randint(1, 3))]
                 keep = _keep(workload, history, budget)
                 content = history[len(history) - keep :] + new
-                size = sum(workload.size(w, t) for w, t in content)
+                size = sum(workload.size(*turn) for turn in content)
                 say(f"S {t} {len(new)} {keep} {_digest(content)} {size}")
                 wait()
                 t += len(new)
