@@ -1,0 +1,320 @@
+"""SessionStore: many conversations under one folder, one file each, addressed by any string id.
+
+Every id is encoded reversibly into a file name that is safe on any common file system (docs/SESSIONS.md):
+bytes of `[a-z0-9_-]` stand for themselves, every other byte of the id's UTF-8 is `%xx` (lowercase hex), so names
+hold no separator, dot, NUL or upper-case letter, and two ids never share a name, not even on a case-insensitive or
+normalising file system. The names are spread over 256 shard folders by a hash of the name. The store itself is
+stateless: the folder is the only truth, so any number of stores, threads and processes may share one root; each
+conversation is a `ConversationCodec` with the codec's own locking.
+
+Nothing planted inside the store is followed: a symbolic link (or anything but a folder or a regular file) where
+the store keeps a shard folder or a conversation file is refused with an `OSError` naming it, when a codec is
+handed out and again before each of its operations.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+from . import crypto, files
+from .codec import ConversationCodec, Redactor
+from .storage import FileStore
+
+__all__ = ["MAX_ENCODED_ID", "SessionCodec", "SessionStore", "decode_id", "encode_id", "shard_of"]
+
+SUFFIX = ".jsonl"
+# The encoded id may take at most 200 bytes: with `.jsonl` and the codec's longest side file
+# (`<name>.torn-<19 digits>.<n>`, `.<name>.idx.tmp`) the names stay within the 255 bytes file systems allow.
+MAX_ENCODED_ID = 200
+
+_SAFE = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
+_ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
+_AS_IS = re.compile(r"[a-z0-9_][a-z0-9_-]*")  # ids stored under their own name
+_ENCODED = re.compile(r"(?:[a-z0-9_-]|%[0-9a-f]{2})+")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+# Device names Windows reserves whatever the extension (`nul.jsonl` is NUL): their first letter is escaped, so a
+# store copied to such a file system keeps every conversation.
+_RESERVED = frozenset(["con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(10))])
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def encode_id(session_id: str) -> str:
+    """The file name stem of `session_id` (the name is the stem + `.jsonl`).
+
+    Raises TypeError for a non-str and ValueError for an empty id or one whose stem would exceed
+    `MAX_ENCODED_ID` bytes: 200 characters of `[a-z0-9_-]`; every other character costs 3 bytes per byte of its
+    UTF-8 (an upper-case letter 3, `é` 6, `中` 9). Lone surrogates are kept (as the bytes `surrogatepass` gives).
+    """
+    if not isinstance(session_id, str):
+        raise TypeError(f"a session id must be a str, not {type(session_id).__name__}")
+    if not session_id:
+        raise ValueError("a session id must not be empty")
+    if len(session_id) > MAX_ENCODED_ID:  # every character takes at least one byte: no need to encode it all
+        raise ValueError(f"session id too long: {len(session_id)} characters (it may encode to {MAX_ENCODED_ID} bytes)")
+    if _AS_IS.fullmatch(session_id):
+        stem = str(session_id)
+    else:
+        stem = "".join([_ESCAPED[b] for b in session_id.encode("utf-8", "surrogatepass")])
+    if stem[0] == "-" or stem in _RESERVED:
+        # A leading `-` would read as a command-line option (`rm *`); a device name would not be a file on Windows.
+        stem = f"%{ord(stem[0]):02x}{stem[1:]}"
+    if len(stem) > MAX_ENCODED_ID:
+        raise ValueError(
+            f"session id too long: it encodes to {len(stem)} bytes (at most {MAX_ENCODED_ID}; each character "
+            "outside [a-z0-9_-] takes 3 bytes per byte of its UTF-8)"
+        )
+    return stem
+
+
+def decode_id(stem: str) -> str | None:
+    """The id whose stem is `stem`, or None if `encode_id` never gives that stem (a name the store did not write)."""
+    if _AS_IS.fullmatch(stem):
+        return None if stem in _RESERVED else stem
+    if len(stem) > MAX_ENCODED_ID or not _ENCODED.fullmatch(stem):
+        return None
+    try:
+        session_id = unquote_to_bytes(stem).decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+    # Only the one spelling the encoder writes: `%61` for `a`, or an unescaped `-` in front, is someone else's file.
+    return session_id if session_id and encode_id(session_id) == stem else None
+
+
+def shard_of(stem: str) -> str:
+    """The shard folder of an encoded id: the first byte of its BLAKE2b-512 digest, as two lowercase hex digits."""
+    return hashlib.blake2b(stem.encode("ascii")).hexdigest()[:2]
+
+
+def _refuse(path: str, mode: int, expected: str) -> OSError:
+    if stat.S_ISLNK(mode):
+        return OSError(errno.ELOOP, f"symbolic link where the session store keeps a {expected}; not followed", path)
+    return OSError(errno.EEXIST, f"not a {expected} the session store made: refused", path)
+
+
+def _check_place(shard_dir: str, path: str) -> bool:
+    """Whether the conversation file exists; raises if its shard folder or the file itself is a symbolic link or
+    anything but a folder and a regular file (a FIFO would hang a reader)."""
+    try:
+        st = os.lstat(shard_dir)
+    except FileNotFoundError:
+        return False  # nothing there yet: the first write makes the folder
+    if not stat.S_ISDIR(st.st_mode):
+        raise _refuse(shard_dir, st.st_mode, "shard folder")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(path, st.st_mode, "conversation file")
+    return True
+
+
+class SessionCodec(ConversationCodec):
+    """The `ConversationCodec` of one session of a `SessionStore`. Before each operation it checks that neither
+    its shard folder nor its file has become a symbolic link (the plain codec follows links by design)."""
+
+    def __init__(
+        self,
+        session_id: str,
+        path: str,
+        redact: Redactor | None,
+        fernet_key: crypto.FernetKey | None,
+        *,
+        compressed: bool,
+        compression_level: int,
+        durable: bool,
+    ) -> None:
+        super().__init__(
+            path, redact, fernet_key, compressed=compressed, compression_level=compression_level, durable=durable
+        )
+        self.session_id = session_id
+
+    @property
+    def _store(self) -> FileStore:
+        # Every operation (reads, writes, repair, and any added later) reaches the file through `_store`.
+        path = os.fspath(self.path)
+        _check_place(os.path.dirname(path), path)
+        return super()._store
+
+
+class SessionStore:
+    """Conversations kept under the folder `root`, one per session id, each a `ConversationCodec` with the options
+    given here (`redact`, `fernet_key`, `compressed`, `compression_level`, `durable`: as the codec's).
+
+    Any non-empty str is a valid id, stored under a name that encodes it reversibly and safely (`..`, `/`, NUL,
+    `CON`, ids differing only by case: all distinct files inside `root`); only ids whose encoding exceeds
+    `MAX_ENCODED_ID` bytes are refused (ValueError), and non-str ids (TypeError). Folders are made on the first
+    write, 0700, files 0600. Constructing a store touches nothing on disk.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        redact: Redactor | None = None,
+        fernet_key: crypto.FernetKey | None = None,
+        *,
+        compressed: bool = False,
+        compression_level: int = 6,
+        durable: bool = True,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.redact = redact
+        self._fernet_key = fernet_key
+        self.compressed = compressed
+        self.compression_level = compression_level
+        self.durable = durable
+        # The options are checked now, once, rather than at the first conversation(): a codec touches no file.
+        self._codec(str(self.root / "00" / ("probe" + SUFFIX)), "probe")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.root)!r}, encrypted={self._fernet_key is not None}, "
+            f"compressed={self.compressed})"
+        )
+
+    def _codec(self, path: str, session_id: str) -> SessionCodec:
+        return SessionCodec(
+            session_id,
+            path,
+            self.redact,
+            self._fernet_key,
+            compressed=self.compressed,
+            compression_level=self.compression_level,
+            durable=self.durable,
+        )
+
+    def _place(self, session_id: str) -> tuple[str, str, str]:
+        """(shard folder, file name, file path) of a session; TypeError/ValueError for an id that cannot be one."""
+        stem = encode_id(session_id)
+        shard_dir = os.path.join(self.root, shard_of(stem))
+        name = stem + SUFFIX
+        return shard_dir, name, os.path.join(shard_dir, name)
+
+    # ---- the sessions ----------------------------------------------------------------------------------------
+
+    def conversation(self, session_id: str) -> SessionCodec:
+        """The codec of session `session_id`, new or not (nothing is written until its first save or append).
+
+        Raises ValueError/TypeError for an id that cannot be stored, and OSError naming the path when a symbolic
+        link, or anything the store did not make, sits where its folder or file belongs.
+        """
+        shard_dir, _, path = self._place(session_id)
+        _check_place(shard_dir, path)
+        return self._codec(path, session_id)
+
+    def sessions(self) -> Iterator[str]:
+        """The ids of the stored sessions, as given, in no particular order; streamed shard by shard.
+
+        Lists only files the store wrote: in a shard folder (not a link), a regular file whose name is the
+        encoding of an id that belongs in that shard. The codec's side files (`.idx`, `.torn-*`, `.damaged`,
+        `.tmp`) and anything foreign are skipped. A missing root holds no session.
+        """
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            with os.scandir(root_fd) as entries:
+                shards = [e.name for e in entries if _SHARD.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+            for shard in shards:
+                try:
+                    shard_fd = os.open(shard, _DIR_FLAGS, dir_fd=root_fd)
+                except OSError:
+                    continue  # removed, or swapped for a link, since it was listed
+                try:
+                    with os.scandir(shard_fd) as entries:
+                        for entry in entries:
+                            name = entry.name
+                            if not name.endswith(SUFFIX):
+                                continue
+                            stem = name[: -len(SUFFIX)]
+                            session_id = decode_id(stem)
+                            if (
+                                session_id is not None
+                                and shard_of(stem) == shard
+                                and entry.is_file(follow_symlinks=False)
+                            ):
+                                yield session_id
+                finally:
+                    os.close(shard_fd)
+        finally:
+            os.close(root_fd)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.sessions()
+
+    # No __len__: it would have to list every shard (and `if store:` would call it).
+
+    def __contains__(self, session_id: object) -> bool:
+        """Whether the session has a file (an id that cannot be stored is in no store)."""
+        if not isinstance(session_id, str):
+            return False
+        try:
+            shard_dir, _, path = self._place(session_id)
+            return _check_place(shard_dir, path)
+        except (ValueError, OSError):
+            return False
+
+    def delete(self, session_id: str, *, missing_ok: bool = False) -> None:
+        """Removes the session: its conversation file and every file named after it (the index, torn tails set
+        aside, a damaged original kept by repair(), a temporary file of a killed save).
+
+        It holds the conversation's writer lock while it removes them, the data file last: a save or an append
+        in progress finishes first, and one that waited for the lock starts a new conversation afterwards. A
+        reader that has the file open reads on what it opened. Raises KeyError when there is no such session
+        (unless `missing_ok`), and OSError when a link sits in the session's place (nothing is removed then).
+        """
+        shard_dir, name, path = self._place(session_id)
+        exists = _check_place(shard_dir, path)
+        try:
+            shard_fd = os.open(shard_dir, _DIR_FLAGS)
+        except FileNotFoundError:
+            shard_fd = -1
+        if shard_fd < 0 or not (exists or _side_files(shard_fd, name)):
+            if shard_fd >= 0:
+                os.close(shard_fd)
+            if missing_ok:
+                return
+            raise KeyError(session_id)
+        try:
+            # Only side files: the lock creates the data file for the time of the deletion (and the shard folder
+            # exists), so that no writer can start on the session while its files go.
+            with files.WriterLock(path, create=True) as lock:
+                assert lock is not None
+                try:
+                    here = os.stat(name, dir_fd=shard_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    here = None
+                if here is None or (here.st_dev, here.st_ino) != (lock.st.st_dev, lock.st.st_ino):
+                    # The path no longer names the file in the folder we opened: a link was swapped in.
+                    raise OSError(errno.ELOOP, "the session's place changed while it was being deleted", path)
+                removed = 0
+                for side in _side_files(shard_fd, name):
+                    try:
+                        os.unlink(side, dir_fd=shard_fd)
+                        removed += 1
+                    except (FileNotFoundError, IsADirectoryError, PermissionError):
+                        pass  # a folder of that name is not ours to empty
+                os.unlink(name, dir_fd=shard_fd)
+                if self.durable:
+                    files.flush(shard_fd)
+                existed = not lock.created or removed > 0
+        finally:
+            os.close(shard_fd)
+        if not existed and not missing_ok:
+            raise KeyError(session_id)
+
+
+def _side_files(shard_fd: int, name: str) -> list[str]:
+    """The files named after the conversation file `name`: `<name>.*` and `.<name>.*` (every side file the codec
+    writes; stems hold no dot, so no other session's names start so)."""
+    ours, hidden = name + ".", "." + name + "."
+    with os.scandir(shard_fd) as entries:
+        return [e.name for e in entries if e.name.startswith(ours) or e.name.startswith(hidden)]
