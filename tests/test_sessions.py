@@ -17,9 +17,11 @@ import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from conversation_codec import ConversationCodec, DecryptionError, SessionStore
+from conversation_codec import sessions as sessions_module
 from conversation_codec.sessions import MAX_ENCODED_ID, SessionCodec, decode_id, encode_id, shard_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -153,6 +155,44 @@ def test_encoding_is_reversible_and_safe(session_id: str) -> None:
     assert stem not in WINDOWS_DEVICES and stem[0] != "-"
     shard = shard_of(stem)
     assert len(shard) == 2 and int(shard, 16) in range(256) and shard == shard.lower()
+
+
+def reference_decode(stem: str) -> str | None:
+    """decode_id the slow, obvious way: any `%xx` spelling, kept only if encode_id gives it back."""
+    if not re.fullmatch(r"(?:[a-z0-9_-]|%[0-9a-f]{2})+", stem):
+        return None
+    try:
+        session_id = unquote_to_bytes(stem).decode("utf-8", "surrogatepass")
+        return session_id if encode_id(session_id) == stem else None
+    except ValueError:  # not UTF-8, or too long
+        return None
+
+
+stems = st.one_of(
+    st.lists(
+        st.one_of(st.sampled_from(list("acdiklmnoprtuxz019_-%")), st.integers(0, 255).map(lambda b: f"%{b:02x}")),
+        min_size=0,
+        max_size=70,
+    ).map("".join),
+    ids.map(encode_id),
+    st.sampled_from(sorted(WINDOWS_DEVICES)).flatmap(
+        lambda d: st.sampled_from([d, f"%{ord(d[0]):02x}{d[1:]}", d.upper(), "%2d" + d, d + "%2d", "-" + d])
+    ),
+)
+
+
+@given(stems)
+@settings(max_examples=600)
+def test_decoding_accepts_exactly_the_names_encoding_writes(stem: str) -> None:
+    assert decode_id(stem) == reference_decode(stem)
+
+
+def test_the_escape_pattern_matches_exactly_the_bytes_kept_escaped() -> None:
+    pattern = re.compile(sessions_module._ESCAPE_OF_UNSAFE)
+    for b in range(256):
+        kept = bytes([b]) in b"abcdefghijklmnopqrstuvwxyz0123456789_-"
+        assert bool(pattern.fullmatch(f"%{b:02x}")) is not kept, hex(b)
+        assert not pattern.fullmatch(f"%{b:02X}") or f"{b:02x}" == f"{b:02X}"
 
 
 @given(st.lists(ids, min_size=2, max_size=20, unique=True))
@@ -291,13 +331,15 @@ def test_a_missing_root_holds_no_session_and_nothing_is_made_until_a_write(tmp_p
 
 
 def test_sessions_are_spread_over_shards(store: SessionStore) -> None:
-    count = 5000
+    count = 2000
     for i in range(count):
-        path = store.conversation(f"user-{i}").path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600)
+        stem = encode_id(f"user-{i}")
+        folder = store.root / shard_of(stem)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(folder / (stem + ".jsonl"), os.O_CREAT | os.O_WRONLY, 0o600))
+    assert store.conversation("user-0").path.parent == store.root / shard_of("user-0")
     sizes = Counter(p.parent.name for p in store.root.glob("*/*.jsonl"))
-    assert len(sizes) == 256  # 5000 / 256 = 19.5 per folder on average
+    assert len(sizes) == 256  # 7.8 per folder on average
     assert max(sizes.values()) < 3 * count / 256
     assert sum(1 for _ in store.sessions()) == count
 

@@ -21,7 +21,6 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
 
 from . import crypto, files
 from .codec import ConversationCodec, Redactor
@@ -37,11 +36,17 @@ MAX_ENCODED_ID = 200
 _SAFE = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
 _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
 _AS_IS = re.compile(r"[a-z0-9_][a-z0-9_-]*")  # ids stored under their own name
-_ENCODED = re.compile(r"(?:[a-z0-9_-]|%[0-9a-f]{2})+")
+# `%xx` of a byte outside _SAFE (tests/test_sessions.py checks it against _SAFE, byte by byte).
+_ESCAPE_OF_UNSAFE = r"%(?:[0148-9a-f][0-9a-f]|2[0-9a-ce-f]|3[a-f]|5[0-9a-e]|60|7[b-f])"
+# What encode_id writes, but for the escaped device names below: listing checks names with it, without encoding
+# each id again (half the time of listing a store of escaped ids).
+_CANONICAL = re.compile(rf"(?:[a-z0-9_]|%2d|{_ESCAPE_OF_UNSAFE})(?:[a-z0-9_-]|{_ESCAPE_OF_UNSAFE})*")
 _SHARD = re.compile(r"[0-9a-f]{2}")
+_BYTE = {f"{b:02x}": b for b in range(256)}
 # Device names Windows reserves whatever the extension (`nul.jsonl` is NUL): their first letter is escaped, so a
 # store copied to such a file system keeps every conversation.
 _RESERVED = frozenset(["con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(10))])
+_RESERVED_ESCAPED = frozenset(f"%{ord(name[0]):02x}{name[1:]}" for name in _RESERVED)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -77,19 +82,23 @@ def decode_id(stem: str) -> str | None:
     """The id whose stem is `stem`, or None if `encode_id` never gives that stem (a name the store did not write)."""
     if _AS_IS.fullmatch(stem):
         return None if stem in _RESERVED else stem
-    if len(stem) > MAX_ENCODED_ID or not _ENCODED.fullmatch(stem):
+    # Only the one spelling the encoder writes: `%61` for `a`, or an unescaped `-` in front, is someone else's file.
+    if len(stem) > MAX_ENCODED_ID or not (_CANONICAL.fullmatch(stem) or stem in _RESERVED_ESCAPED):
         return None
+    first, *escaped = stem.split("%")
+    data = bytearray(first, "ascii")
+    for part in escaped:
+        data.append(_BYTE[part[:2]])
+        data += part[2:].encode("ascii")
     try:
-        session_id = unquote_to_bytes(stem).decode("utf-8", "surrogatepass")
+        return data.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return None
-    # Only the one spelling the encoder writes: `%61` for `a`, or an unescaped `-` in front, is someone else's file.
-    return session_id if session_id and encode_id(session_id) == stem else None
 
 
 def shard_of(stem: str) -> str:
     """The shard folder of an encoded id: the first byte of its BLAKE2b-512 digest, as two lowercase hex digits."""
-    return hashlib.blake2b(stem.encode("ascii")).hexdigest()[:2]
+    return f"{hashlib.blake2b(stem.encode('ascii')).digest()[0]:02x}"
 
 
 def _refuse(path: str, mode: int, expected: str) -> OSError:
@@ -229,19 +238,7 @@ class SessionStore:
                 except OSError:
                     continue  # removed, or swapped for a link, since it was listed
                 try:
-                    with os.scandir(shard_fd) as entries:
-                        for entry in entries:
-                            name = entry.name
-                            if not name.endswith(SUFFIX):
-                                continue
-                            stem = name[: -len(SUFFIX)]
-                            session_id = decode_id(stem)
-                            if (
-                                session_id is not None
-                                and shard_of(stem) == shard
-                                and entry.is_file(follow_symlinks=False)
-                            ):
-                                yield session_id
+                    yield from _listed(shard_fd, int(shard, 16))
                 finally:
                     os.close(shard_fd)
         finally:
@@ -310,6 +307,24 @@ class SessionStore:
             os.close(shard_fd)
         if not existed and not missing_ok:
             raise KeyError(session_id)
+
+
+def _listed(shard_fd: int, shard: int) -> Iterator[str]:
+    """The ids of the conversation files in one shard folder (the loop that listing 100,000 sessions is made of)."""
+    blake2b, decode, suffix, cut = hashlib.blake2b, decode_id, SUFFIX, -len(SUFFIX)
+    with os.scandir(shard_fd) as entries:
+        for entry in entries:
+            name = entry.name
+            if not name.endswith(suffix):
+                continue
+            stem = name[:cut]
+            session_id = decode(stem)
+            if (
+                session_id is not None
+                and blake2b(stem.encode("ascii")).digest()[0] == shard  # shard_of(stem), without formatting it
+                and entry.is_file(follow_symlinks=False)
+            ):
+                yield session_id
 
 
 def _side_files(shard_fd: int, name: str) -> list[str]:
