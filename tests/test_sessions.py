@@ -667,3 +667,16 @@ def test_repr_shows_the_root_and_never_the_key(tmp_path: Path) -> None:
         repr(SessionStore(tmp_path / "r"))
         == f"SessionStore({str(tmp_path / 'r')!r}, encrypted=False, compressed=False)"
     )
+
+
+def test_a_codec_whose_path_is_reassigned_is_still_checked(store: SessionStore, tmp_path: Path) -> None:
+    target = tmp_path / "target.jsonl"
+    target.write_bytes(b'"theirs"\n')
+    codec = store.conversation("a")
+    codec.save(["mine"])
+    link = codec.path.with_name("b.jsonl")
+    os.symlink(target, link)
+    codec.path = link  # a plain attribute, as the codec's
+    with pytest.raises(OSError, match="symbolic link"):
+        codec.save(["x"])
+    assert target.read_bytes() == b'"theirs"\n'

@@ -144,12 +144,16 @@ class SessionCodec(ConversationCodec):
             path, redact, fernet_key, compressed=compressed, compression_level=compression_level, durable=durable
         )
         self.session_id = session_id
+        self._place = (self.path, os.path.dirname(path), path)
 
     @property
     def _store(self) -> FileStore:
         # Every operation (reads, writes, repair, and any added later) reaches the file through `_store`.
-        path = os.fspath(self.path)
-        _check_place(os.path.dirname(path), path)
+        given, shard_dir, path = self._place
+        if self.path is not given:  # `path` is a plain attribute, as the codec's
+            path = os.fspath(self.path)
+            shard_dir = os.path.dirname(path)
+        _check_place(shard_dir, path)
         return super()._store
 
 
