@@ -102,9 +102,11 @@ def shard_of(stem: str) -> str:
 
 
 def _refuse(path: str, mode: int, expected: str) -> OSError:
+    """The error for something other than the store's own folder or file in its place: the precise builtin."""
     if stat.S_ISLNK(mode):
         return OSError(errno.ELOOP, f"symbolic link where the session store keeps a {expected}; not followed", path)
-    return OSError(errno.EEXIST, f"not a {expected} the session store made: refused", path)
+    code = errno.ENOTDIR if expected == "shard folder" else errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
+    return OSError(code, f"not a {expected} the session store made: refused", path)
 
 
 def _check_place(shard_dir: str, path: str) -> bool:
