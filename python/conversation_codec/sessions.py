@@ -59,12 +59,14 @@ def encode_id(session_id: str) -> str:
     """
     if not isinstance(session_id, str):
         raise TypeError(f"a session id must be a str, not {type(session_id).__name__}")
+    if type(session_id) is not str:
+        session_id = str.__str__(session_id)  # the characters only: no method of a subclass is called
     if not session_id:
         raise ValueError("a session id must not be empty")
     if len(session_id) > MAX_ENCODED_ID:  # every character takes at least one byte: no need to encode it all
         raise ValueError(f"session id too long: {len(session_id)} characters (it may encode to {MAX_ENCODED_ID} bytes)")
     if _AS_IS.fullmatch(session_id):
-        stem = str(session_id)
+        stem = session_id
     else:
         stem = "".join([_ESCAPED[b] for b in session_id.encode("utf-8", "surrogatepass")])
     if stem[0] == "-" or stem in _RESERVED:
@@ -287,8 +289,8 @@ class SessionStore:
                 return
             raise KeyError(session_id)
         try:
-            # Only side files: the lock creates the data file for the time of the deletion (and the shard folder
-            # exists), so that no writer can start on the session while its files go.
+            # With only side files left, the lock makes an empty data file to hold while they go: no writer can
+            # start on the session meanwhile.
             with files.WriterLock(path, create=True) as lock:
                 assert lock is not None
                 try:
