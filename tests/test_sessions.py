@@ -187,6 +187,20 @@ def test_decoding_accepts_exactly_the_names_encoding_writes(stem: str) -> None:
     assert decode_id(stem) == reference_decode(stem)
 
 
+@given(st.lists(stems, max_size=12, unique=True))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_listing_accepts_exactly_the_names_encoding_writes(names: list[str]) -> None:
+    # sessions() reads a shard's names in one regex pass, not through decode_id: they must agree.
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SessionStore(tmp)
+        for stem in names:
+            folder = Path(tmp) / shard_of(stem)
+            folder.mkdir(exist_ok=True)
+            (folder / (stem + ".jsonl")).write_bytes(b"")
+        expected = [decode_id(stem) for stem in names]
+        assert sorted(store.sessions()) == sorted(i for i in expected if i is not None)
+
+
 def test_the_escape_pattern_matches_exactly_the_bytes_kept_escaped() -> None:
     pattern = re.compile(sessions_module._ESCAPE_OF_UNSAFE)
     for b in range(256):
@@ -239,9 +253,10 @@ def test_layout_is_stable(store: SessionStore) -> None:
     assert encode_id("con") == "%63on"
     assert encode_id("-x") == "%2dx"
     assert encode_id("é") == "%c3%a9"
-    assert shard_of("user-123") == "f3"
+    assert shard_of("123456789") == "26"  # CRC-32's check value is 0xCBF43926: its low byte
+    assert shard_of("user-123") == "4e"
     store.conversation("user-123").save([1])
-    assert layout(store.root) == ["f3", "f3/user-123.jsonl"]
+    assert layout(store.root) == ["4e", "4e/user-123.jsonl"]
 
 
 def test_refused_ids(store: SessionStore) -> None:
@@ -294,9 +309,13 @@ def test_only_the_stores_own_names_are_listed(store: SessionStore) -> None:
     # ...names the encoder never writes: non-canonical escapes, upper case, devices, a leading dash...
     # (each in the shard its name hashes to, so that only the name's spelling gives it away: `%6bept` would list
     # `kept` twice)
-    for foreign in ["%6bept", "KEPT", "con", "-x", "%zz", "%ff", "", "a.b", "%2D%2D"]:
+    for foreign in ["%6bept", "KEPT", "con", "-x", "%zz", "%ff", "", "a.b", "%2D%2D", "a" * 201, "x\ny", "y.jsonl\nz"]:
         (store.root / shard_of(foreign)).mkdir(exist_ok=True)
         (store.root / shard_of(foreign) / (foreign + ".jsonl")).write_bytes(b"[1]\n")
+    # ...valid names behind a prefix that makes them foreign, in the shard of what follows the prefix...
+    for prefix in ["X", "-", ".", "%", "%2", "a.", "\n"]:
+        (store.root / shard_of("kept2")).mkdir(exist_ok=True)
+        (store.root / shard_of("kept2") / (prefix + "kept2.jsonl")).write_bytes(b"[1]\n")
     # ...a valid name in the wrong shard, a folder and a link with valid names, foreign folders and files at root
     wrong = next(f"{n:02x}" for n in range(256) if f"{n:02x}" != shard_of("stray"))
     (store.root / wrong).mkdir(exist_ok=True)

@@ -14,11 +14,12 @@ handed out and again before each of its operations.
 
 from __future__ import annotations
 
+import codecs
 import errno
-import hashlib
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,15 +39,17 @@ _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
 _AS_IS = re.compile(r"[a-z0-9_][a-z0-9_-]*")  # ids stored under their own name
 # `%xx` of a byte outside _SAFE (tests/test_sessions.py checks it against _SAFE, byte by byte).
 _ESCAPE_OF_UNSAFE = r"%(?:[0148-9a-f][0-9a-f]|2[0-9a-ce-f]|3[a-f]|5[0-9a-e]|60|7[b-f])"
-# What encode_id writes, but for the escaped device names below: listing checks names with it, without encoding
-# each id again (half the time of listing a store of escaped ids).
-_CANONICAL = re.compile(rf"(?:[a-z0-9_]|%2d|{_ESCAPE_OF_UNSAFE})(?:[a-z0-9_-]|{_ESCAPE_OF_UNSAFE})*")
+# Exactly the stems encode_id writes, but for the escaped device names below: names are checked with it rather
+# than by encoding each id again, which took half the time of listing a store. Runs of plain characters are taken
+# by one class: an alternation per character is four times slower.
+_CANONICAL = re.compile(rf"(?:[a-z0-9_]|%2d|{_ESCAPE_OF_UNSAFE})[a-z0-9_-]*(?:{_ESCAPE_OF_UNSAFE}[a-z0-9_-]*)*")
 _SHARD = re.compile(r"[0-9a-f]{2}")
-_BYTE = {f"{b:02x}": b for b in range(256)}
 # Device names Windows reserves whatever the extension (`nul.jsonl` is NUL): their first letter is escaped, so a
 # store copied to such a file system keeps every conversation.
 _RESERVED = frozenset(["con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(10))])
 _RESERVED_ESCAPED = frozenset(f"%{ord(name[0]):02x}{name[1:]}" for name in _RESERVED)
+# The stems that may be ours among the names of a shard folder joined by `/` (which no name holds): one pass.
+_NAMES = re.compile(rf"(?<![^/])([a-z0-9_%-]{{1,{MAX_ENCODED_ID}}}){re.escape(SUFFIX)}(?![^/])")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -87,20 +90,27 @@ def decode_id(stem: str) -> str | None:
     # Only the one spelling the encoder writes: `%61` for `a`, or an unescaped `-` in front, is someone else's file.
     if len(stem) > MAX_ENCODED_ID or not (_CANONICAL.fullmatch(stem) or stem in _RESERVED_ESCAPED):
         return None
-    first, *escaped = stem.split("%")
-    data = bytearray(first, "ascii")
-    for part in escaped:
-        data.append(_BYTE[part[:2]])
-        data += part[2:].encode("ascii")
+    return _unescape(stem)
+
+
+def _unescape(stem: str) -> str | None:
+    """The id of a canonical stem that holds escapes; None if its bytes are not UTF-8."""
+    # The stem's only backslash escapes are the `%xx` turned into `\xNN` (it holds no backslash of its own), so
+    # the C decoder behind pickle's protocol 0 unescapes it: four times as fast as a loop over the parts.
     try:
-        return data.decode("utf-8", "surrogatepass")
+        return codecs.escape_decode(stem.replace("%", "\\x"))[0].decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return None
 
 
 def shard_of(stem: str) -> str:
-    """The shard folder of an encoded id: the first byte of its BLAKE2b-512 digest, as two lowercase hex digits."""
-    return f"{hashlib.blake2b(stem.encode('ascii')).digest()[0]:02x}"
+    """The shard folder of an encoded id: the low byte of the CRC-32 (gzip's, as zlib.crc32) of its ASCII bytes, as
+    two lowercase hex digits.
+
+    A shard only spreads files: it needs no cryptographic hash (none would stop ids chosen to share a shard, as no
+    secret is involved). CRC-32 spreads ids as evenly as BLAKE2b does, is in every language's zlib, and costs a fifth
+    as much: listing a store hashes every name in it."""
+    return f"{zlib.crc32(stem.encode('ascii')) & 0xFF:02x}"
 
 
 def _refuse(path: str, mode: int, expected: str) -> OSError:
@@ -318,20 +328,20 @@ class SessionStore:
 
 
 def _listed(shard_fd: int, shard: int) -> Iterator[str]:
-    """The ids of the conversation files in one shard folder (the loop that listing 100,000 sessions is made of)."""
-    blake2b, decode, suffix, cut = hashlib.blake2b, decode_id, SUFFIX, -len(SUFFIX)
+    """The ids of the conversation files in one shard folder: the loop that listing 100,000 sessions is made of, so
+    the names are read in one go and the candidates picked out by one regex pass over them all."""
     with os.scandir(shard_fd) as entries:
-        for entry in entries:
-            name = entry.name
-            if not name.endswith(suffix):
-                continue
-            stem = name[:cut]
-            session_id = decode(stem)
-            if (
-                session_id is not None
-                and blake2b(stem.encode("ascii")).digest()[0] == shard  # shard_of(stem), without formatting it
-                and entry.is_file(follow_symlinks=False)
-            ):
+        names = "/".join([e.name for e in entries if e.is_file(follow_symlinks=False)])
+    crc32, reserved, canonical, reserved_escaped = zlib.crc32, _RESERVED, _CANONICAL, _RESERVED_ESCAPED
+    for stem in _NAMES.findall(names):
+        if crc32(stem.encode("ascii")) & 0xFF != shard:
+            continue  # not in its own shard
+        if "%" not in stem:  # decode_id, unrolled
+            if stem[0] != "-" and stem not in reserved:
+                yield stem
+        elif canonical.fullmatch(stem) or stem in reserved_escaped:
+            session_id = _unescape(stem)
+            if session_id is not None:
                 yield session_id
 
 
