@@ -6,7 +6,8 @@ Per corpus and operation, each implementation's median time, MB/s and messages/s
 original and over orjson (the baseline's median divided by its own: 2.0x means twice as fast), and for saves the
 like-with-like ratio: a durable save (`ours`) against orjson written durably (`orjson-durable`), a `durable=False`
 save (`ours-nodurable`) against a plain orjson write. Encrypted operations also show the overhead over bare Fernet
-on the same bytes. Then the targets of issue 2, PASS or MISS.
+on the same bytes. Then the targets of issue 2, PASS or MISS; the long-conversation benches with issue 3's targets;
+the SessionStore benches with issue 7's.
 """
 
 from __future__ import annotations
@@ -341,13 +342,62 @@ def _iter_goal(long: Table, goals: list[str]) -> None:
         )
 
 
+# Issue 7, "Many sessions" (test_bench_sessions.py): listing a store of 100,000 sessions takes under a second.
+LIST_MANY_OP = "list@100k"
+LIST_MANY_MAX_SECONDS = 1.0
+SESSION_OPS = ("list@100k", "contains@100k", "conversation", "append", "create", "delete")
+
+
+def split_sessions(table: Table) -> tuple[Table, Table]:
+    """The SessionStore benches apart from the others."""
+    sessions = {key: row for key, row in table.items() if any(i.get("section") == "sessions" for i in row.values())}
+    return {key: row for key, row in table.items() if key not in sessions}, sessions
+
+
+def _short_time(seconds: float) -> str:
+    return _time(seconds) if seconds >= 1e-3 else f"{seconds * 1e6:,.1f} us"
+
+
+def session_tables(sessions: Table) -> tuple[list[str], list[str]]:
+    out = ["| op | impl | median | IQR | rounds | note |", "|---|---|---|---|---|---|"]
+    for (_, op), row in sorted(sessions.items(), key=lambda kv: _rank(SESSION_OPS, kv[0][1])):
+        for impl, i in sorted(row.items()):
+            note = f"{i['sessions']:,} sessions in the store" if i.get("sessions") else ""
+            out.append(
+                f"| {op} | {impl} | {_short_time(i['median'])} | {_short_time(i['iqr'])} | {i['rounds']} | {note} |"
+            )
+    notes = []
+    for op, what in (("conversation", "encoding the id, checking for planted links"), ("append", "the link checks")):
+        row = sessions.get(("sessions", op), {})
+        if {"store", "codec"} <= row.keys():
+            extra = row["store"]["median"] - row["codec"]["median"]
+            notes.append(
+                f"- `{op}`: a store's codec costs {extra * 1e6:+.1f} us ({extra / row['codec']['median']:+.0%}) over "
+                f"a plain `ConversationCodec` ({what})"
+            )
+    if notes:
+        out += ["", *notes]
+    goals = ["| target | measured | result |", "|---|---|---|"]
+    listing = sessions.get(("sessions", LIST_MANY_OP), {}).get("store")
+    value = None if listing is None else listing["median"]
+    measured = "not measured"
+    if listing is not None:
+        measured = f"{listing['median']:.3f} s (slowest of {listing['rounds']}: {listing['max']:.3f} s)"
+    goals.append(
+        f"| listing 100,000 sessions (`sessions()`) < {LIST_MANY_MAX_SECONDS:g} s | {measured} | "
+        f"{_verdict(value, value is not None and value < LIST_MANY_MAX_SECONDS)} |"
+    )
+    return out, goals
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} BENCHMARK_JSON", file=sys.stderr)
         return 2
     data, table = load_results(argv[1])
     table, long = split_long(table)
-    if not table and not long:
+    table, sessions = split_sessions(table)
+    if not table and not long and not sessions:
         print(f"{argv[1]}: no benchmarks", file=sys.stderr)
         return 1
     lines = ["## Benchmarks", "", *header(data)]
@@ -364,6 +414,9 @@ def main(argv: list[str]) -> int:
         goals += gz
         lines += ["", "### Long conversations (issue 3; scale corpus, 1,000,000 messages)", "", *long_lines]
         lines += ["", "### Targets (issue 3)", "", *goals]
+    if sessions:
+        session_lines, session_goals = session_tables(sessions)
+        lines += ["", "### Many sessions (issue 7)", "", *session_lines, "", *session_goals]
     print("\n".join(lines))
     return 0
 

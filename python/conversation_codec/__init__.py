@@ -12,6 +12,7 @@ from .errors import (
     TornTailWarning,
     UnencryptedFileError,
 )
+from .sessions import SessionStore
 from .storage import Report
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "EncodeError",
     "FormatMismatchError",
     "Report",
+    "SessionStore",
     "TornTailWarning",
     "UnencryptedFileError",
     "__version__",
