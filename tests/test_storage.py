@@ -762,3 +762,20 @@ def test_appenders_a_saver_and_readers_at_once(fmt: str) -> None:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"]
     assert all(errors == 0 and warned == 0 and reads > 0 for reads, errors, warned in report["readers"]), report
+
+
+@pytest.mark.parametrize("what", ["a link to nothing", "a file"])
+def test_a_parent_folder_that_cannot_be_made_raises_instead_of_looping(tmp_path: Path, what: str) -> None:
+    # A dangling link where a parent folder belongs made WriterLock retry mkdir and open forever.
+    parent = tmp_path / "parent"
+    if what == "a file":
+        parent.write_bytes(b"")
+    else:
+        parent.symlink_to(tmp_path / "nowhere")
+    codec = ConversationCodec(parent / "c.jsonl")
+    with pytest.raises(NotADirectoryError) as info:
+        codec.append_turn({"a": 1})
+    assert info.value.filename in (str(parent), str(parent / "c.jsonl"))
+    with pytest.raises(NotADirectoryError):
+        codec.save([{"a": 1}])
+    assert not (tmp_path / "nowhere").exists()

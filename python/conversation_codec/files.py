@@ -114,8 +114,11 @@ def make_private_dirs(directory: str) -> None:
             break
         directory = parent
     for folder in reversed(missing):
-        with suppress(FileExistsError):
+        try:
             os.mkdir(folder, NEW_DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(folder):  # not made by another process: a file, or a link to nothing, is there
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file, or a link to nothing)", folder) from None
 
 
 def temporary_name(path: str) -> str:
