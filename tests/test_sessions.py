@@ -439,7 +439,9 @@ def test_a_dangling_file_link_is_refused_and_its_target_never_made(store: Sessio
 
 
 @pytest.mark.parametrize("where", ["file", "shard"])
-@pytest.mark.parametrize("operation", ["save", "append_turn", "load", "len", "iter", "verify", "repair"])
+@pytest.mark.parametrize(
+    "operation", ["save", "append_turn", "load", "len", "iter", "verify", "repair", "encrypt", "rotate"]
+)
 def test_a_link_planted_after_the_codec_was_handed_out_is_refused(
     store: SessionStore, tmp_path: Path, where: str, operation: str
 ) -> None:
@@ -448,7 +450,14 @@ def test_a_link_planted_after_the_codec_was_handed_out_is_refused(
     target = target_dir / "victim.jsonl"
     target.write_bytes(b'"theirs"\n')
     codec = store.conversation("victim")
-    codec.save(["mine"])
+    if operation in ("encrypt", "rotate"):  # they need a codec with a key (encrypt: of a plain conversation)
+        fernet = pytest.importorskip("cryptography.fernet")
+        keyed = SessionStore(store.root, fernet_key=fernet.Fernet.generate_key(), durable=False)
+        if operation == "encrypt":
+            codec.save(["mine"])
+        codec = keyed.conversation("victim")
+    if operation != "encrypt":
+        codec.save(["mine"])
     if where == "file":
         codec.path.unlink()
         os.symlink(target, codec.path)
@@ -463,6 +472,8 @@ def test_a_link_planted_after_the_codec_was_handed_out_is_refused(
         "iter": lambda: list(codec),
         "verify": codec.verify,
         "repair": codec.repair,
+        "encrypt": codec.encrypt,
+        "rotate": codec.rotate,
     }
     with pytest.raises(OSError, match="symbolic link"):
         calls[operation]()
