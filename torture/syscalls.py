@@ -633,7 +633,8 @@ def _file_choices(pending: list[Op], temporary: bool, cuts: Cuts, rng: random.Ra
             continue
         for c in _cuts_of(op, cuts, rng):
             out.append(Choice(i, c))
-            if weak:
+            # Zeros after the cut: at sector boundaries (where a disk leaves them) and a tenth of the other cuts.
+            if weak and (c == 0 or (op.offset + c) % cuts.sector == 0 or rng.random() < 0.1):
                 out.append(Choice(i, c, weak=True))
     out.append(Choice(len(pending)))
     return out
