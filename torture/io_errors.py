@@ -37,6 +37,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -130,7 +131,7 @@ class Fault:
     kind: str
     at: int  # the call of that kind that fails (1-based)
     err: int
-    mode: str  # once, persist, short, double
+    mode: str  # once, persist, short, double, short-double (the module docstring says what each does)
 
     def describe(self) -> str:
         return f"{self.kind} call #{self.at} {errno.errorcode[self.err]} ({self.mode})"
@@ -230,6 +231,7 @@ def run_fiu(args: argparse.Namespace, work: Path, result: Result) -> None:
 
 
 def summarize(records: list[dict[str, Any]], result: Result, fmt: str) -> dict[str, Any]:
+    shown: Counter[str] = Counter()
     fig: dict[str, Any] = {
         "cases": 0,
         "faults_injected": Counter(),
@@ -261,9 +263,12 @@ def summarize(records: list[dict[str, Any]], result: Result, fmt: str) -> dict[s
         fig["tmp_left_after_fault"] += r["tmp_left"]
         fig["retries_ok"] += r["retry_ok"]
         for problem in r["problems"]:
+            # Every failure is counted; the first two of each kind (numbers aside) are shown.
             fig["failures"] += 1
-            if fig["failures"] <= 10:
-                result.fail(f"{fmt} {r['scenario']}, {r['fault']}: {problem}")
+            label = re.sub(r"\d+", "N", f"{r['scenario']} {r['kind']} {problem}")[:160]
+            shown[label] += 1
+            if shown[label] <= 2:
+                result.fail(f"{fmt} {r['scenario']} ({r['op']}), {r['fault']}: {problem}")
     for key, value in list(fig.items()):
         if isinstance(value, Counter):
             fig[key] = dict(sorted(value.items()))
