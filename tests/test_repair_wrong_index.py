@@ -7,7 +7,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from conversation_codec import ConversationCodec
 
 
