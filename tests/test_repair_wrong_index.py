@@ -6,15 +6,9 @@ import struct
 import zlib
 from pathlib import Path
 
-import pytest
 from conversation_codec import ConversationCodec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: when verify() finds only a wrong index (no damage, no torn tail), repair() takes Salvage.torn == 0 "
-    "for a torn tail at byte 0: it moves the whole conversation to <name>.torn-0 and leaves the data file empty",
-)
 def test_repair_of_a_wrong_index_keeps_the_conversation(conv_path: Path) -> None:
     codec = ConversationCodec(conv_path)
     codec.save([{"a": 1}, {"a": 2}])

@@ -96,7 +96,7 @@ class ConversationCodec:
             return
         if self.redact is not None:
             messages = [self.redact(m) for m in messages]
-        self._store.append(_core.encode_lines(messages), len(messages))
+        self._store.append(_core.encode_lines(messages))
 
     def encrypt(self) -> None:
         """Encrypt an existing plain or gzip conversation under this codec's key, in place and atomically.

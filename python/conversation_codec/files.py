@@ -119,6 +119,10 @@ def make_private_dirs(directory: str) -> None:
         except FileExistsError:
             if not os.path.isdir(folder):  # not made by another process: a file, or a link to nothing, is there
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file, or a link to nothing)", folder) from None
+            continue
+        # A new folder's name is durable only once its parent is flushed (rare: once per folder, so always done).
+        with suppress(PermissionError):  # a parent we may enter but not read: nothing more can be done
+            flush_folder(os.path.dirname(folder) or ".")
 
 
 def temporary_name(path: str) -> str:

@@ -319,10 +319,18 @@ class FileStore:
 
     # ================================================================================================ writing
 
-    def append(self, jsonl: _core.Encoded | bytes, count: int) -> None:
+    def append(self, jsonl: _core.Encoded) -> None:
         with files.WriterLock(self.path, create=True) as lock:
             assert lock is not None
             known = self._prepare_judged(lock)
+            if known.size == 0:
+                # A file comes into being whole, as a save makes it (a temporary file, flushed, renamed into place,
+                # the folder flushed): a first frame cut short would read as the original design's one token under
+                # a wrong key, and the new name must reach the disk too.
+                real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+                self._replace_locked(lock, real, [jsonl], turn=True)
+                return
+            count = jsonl.count
             frame = self.framing.seal(jsonl, count, before=known.messages, conversation=known.conversation, turn=True)
             try:
                 files.write_all(lock.fd, frame)
@@ -450,16 +458,24 @@ class FileStore:
             assert lock is not None
             self._replace_locked(lock, real, blocks)
 
-    def _replace_locked(self, lock: files.WriterLock, real: str, blocks: Iterable[_core.Encoded]) -> None:
+    def _replace_locked(
+        self, lock: files.WriterLock, real: str, blocks: Iterable[_core.Encoded], *, turn: bool = False
+    ) -> None:
+        """Replaces the locked file with `blocks`, sealed (`turn`: one block, sealed as an appended turn)."""
         if not lock.created:
             self._keep_torn_tail(lock)
         conversation = os.urandom(16)
         records: list[Record] = []
         framing = self.framing
 
+        def sealed() -> Iterator[tuple[Any, int]]:
+            if not turn:
+                return framing.seal_all(blocks, conversation)
+            return ((framing.seal(b, b.count, before=0, conversation=conversation, turn=True), b.count) for b in blocks)
+
         def stored() -> Iterator[Any]:
             offset = before = 0
-            for frame, count in framing.seal_all(blocks, conversation):
+            for frame, count in sealed():
                 records.append(Record(offset, len(frame), count, before, _core.crc32(frame)))
                 offset += len(frame)
                 before += count
