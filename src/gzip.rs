@@ -634,6 +634,18 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// The uncompressed data of a multi-member gzip stream that starts at `base` in its file: what `gunzip` returns,
+/// into a Rust buffer (`gunzip` inflates straight into a bytes object instead).
+pub fn inflate(data: &[u8], base: u64) -> Result<Vec<u8>, Error> {
+    let plan = plan(data, base)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(plan.total)
+        .map_err(|_| Error::NoMemory)?;
+    out.resize(plan.total, 0);
+    fill(plan, &mut out)?;
+    Ok(out)
+}
+
 // ---- Python functions ------------------------------------------------------------------------------------------
 
 /// One gzip member of `data` (a frame's JSONL) holding `count` messages, with the "CC" header.
@@ -758,12 +770,9 @@ mod tests {
         old
     }
 
-    /// What Python's gunzip does, without Python: plan, then fill.
+    /// The stream inflated as a whole file (base 0).
     fn inflate(data: &[u8]) -> Result<Vec<u8>, Error> {
-        let plan = plan(data, 0)?;
-        let mut out = vec![0; plan.total];
-        fill(plan, &mut out)?;
-        Ok(out)
+        super::inflate(data, 0)
     }
 
     fn scan(data: &[u8], base: u64) -> (Vec<Member>, Option<Stop>) {
