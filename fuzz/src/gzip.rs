@@ -5,7 +5,8 @@
 //! - `inflate` refuses what the scan stops at; what it accepts, flate2's multi-member decoder reads as the same
 //!   bytes, and the scan's message counts add up to the lines of those bytes;
 //! - an error names an offset inside the data;
-//! - any input, taken as a frame's JSONL, makes a member that both read back (the writer's round trip).
+//! - any input, taken as a frame's JSONL (ended with a line break), makes a member that both read back (the
+//!   writer's round trip).
 //!
 //! The first input byte chooses `base` (low bit: 0 or far into a file) and the compression level (the rest).
 
@@ -78,6 +79,12 @@ pub fn check(input: &[u8]) {
         Err(other) => panic!("inflate failed with {other:?}: {}", ctx()),
     }
 
+    // A frame is whole lines: the input, ended with a line break if it has none.
+    let mut frame = data.to_vec();
+    if !matches!(frame.last(), None | Some(b'\n' | b'\r')) {
+        frame.push(b'\n');
+    }
+    let data = &frame[..];
     let level = i32::from(choice >> 1) % 13;
     let count = count_messages(data);
     let written = member(data, level, count).expect("a member of a small frame");
