@@ -33,6 +33,12 @@ pub fn decode_lines<'py>(
     source: Option<Bound<'py, PyString>>,
     first_line: usize,
 ) -> PyResult<Bound<'py, PyList>> {
+    decode(py, data, first_line).map_err(|e| into_pyerr(py, e, source.as_ref()))
+}
+
+/// `decode_lines` with the core's error rather than a Python exception: callable from Rust without the Python
+/// package (the fuzz targets compare its errors with the validator's).
+pub fn decode<'py>(py: Python<'py>, data: &[u8], first_line: usize) -> Result<Bound<'py, PyList>> {
     let data = if first_line == 1 {
         data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
     } else {
@@ -40,10 +46,8 @@ pub fn decode_lines<'py>(
     };
     let mut decoder = Decoder::default();
     let mut messages = Owned::default();
-    decoder
-        .lines(data, first_line, &mut messages)
-        .map_err(|e| into_pyerr(py, e, source.as_ref()))?;
-    messages.into_list(py)
+    decoder.lines(data, first_line, &mut messages)?;
+    Ok(messages.into_list(py)?)
 }
 
 /// The error as it leaves the core: a `DecodeError` names the source (`"<bytes>"` when none was given).

@@ -38,6 +38,9 @@ const PARALLEL_MIN: usize = 1 << 20;
 /// How much of a foreign member is inflated at a time when only its lines are counted.
 const INFLATE_CHUNK: usize = 1 << 16;
 
+/// Why a member of ours cannot follow foreign members whose data ends inside a line.
+const CUT_LINE: &str = "a member of ours follows members whose data ends inside a line";
+
 /// A whole member (or run of foreign members) found by a scan: offset in the file, length, messages.
 pub type Member = (u64, u64, u64);
 /// Where a scan stopped before the end of the data: offset, whether the member there is cut short, and why.
@@ -109,8 +112,10 @@ pub fn scan_members(data: &[u8], base: u64) -> Result<(Vec<Member>, Option<Stop>
         }
         match next_member(data, pos, base) {
             Ok(Next::Ours { size, count }) => {
-                if let Some((start, lines)) = open.take() {
-                    found.push(entry(base, start, pos, lines.finish()));
+                if open.is_some() {
+                    // The foreign run before it ends inside a line, which this member's first line would
+                    // complete: counted apart, the two would count that line twice (the run is still an entry).
+                    break Err(corrupt(base + pos as u64, CUT_LINE));
                 }
                 found.push(entry(base, pos, pos + size, u64::from(count)));
                 pos += size;
@@ -423,9 +428,12 @@ fn plan(data: &[u8], base: u64) -> Result<Plan<'_>, Error> {
     let mut pieces = Vec::new();
     let mut total = 0usize;
     let mut pos = 0;
+    // The data so far ends inside a line (foreign members only: ours are checked to end at a line break).
+    let mut in_line = false;
     while pos < data.len() {
         let offset = base + pos as u64;
         let (piece, len) = match next_member(data, pos, base)? {
+            Next::Ours { .. } if in_line => return Err(corrupt(offset, CUT_LINE)),
             Next::Ours { size, count } => {
                 let member = &data[pos..pos + size];
                 let isize = u32_at(member, size - 4);
@@ -458,6 +466,9 @@ fn plan(data: &[u8], base: u64) -> Result<Plan<'_>, Error> {
                     inflated.extend_from_slice(chunk);
                     Ok(())
                 })?;
+                if let Some(&last) = inflated.last() {
+                    in_line = !matches!(last, b'\n' | b'\r');
+                }
                 let len = inflated.len();
                 (Piece::Inflated(inflated), len)
             }
@@ -494,6 +505,9 @@ fn fill(plan: Plan<'_>, mut out: &mut [u8]) -> Result<(), Error> {
                         inflater
                             .member(member, out)
                             .map_err(|why| corrupt(*offset, why))?;
+                        if !matches!(out.last(), None | Some(b'\n' | b'\r')) {
+                            return Err(corrupt(*offset, "its data ends inside a line"));
+                        }
                         let lines = count_messages(out);
                         if lines != *count {
                             return Err(corrupt(
@@ -634,6 +648,18 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// The uncompressed data of a multi-member gzip stream that starts at `base` in its file: what `gunzip` returns,
+/// into a Rust buffer (`gunzip` inflates straight into a bytes object instead).
+pub fn inflate(data: &[u8], base: u64) -> Result<Vec<u8>, Error> {
+    let plan = plan(data, base)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(plan.total)
+        .map_err(|_| Error::NoMemory)?;
+    out.resize(plan.total, 0);
+    fill(plan, &mut out)?;
+    Ok(out)
+}
+
 // ---- Python functions ------------------------------------------------------------------------------------------
 
 /// One gzip member of `data` (a frame's JSONL) holding `count` messages, with the "CC" header.
@@ -758,12 +784,9 @@ mod tests {
         old
     }
 
-    /// What Python's gunzip does, without Python: plan, then fill.
+    /// The stream inflated as a whole file (base 0).
     fn inflate(data: &[u8]) -> Result<Vec<u8>, Error> {
-        let plan = plan(data, 0)?;
-        let mut out = vec![0; plan.total];
-        fill(plan, &mut out)?;
-        Ok(out)
+        super::inflate(data, 0)
     }
 
     fn scan(data: &[u8], base: u64) -> (Vec<Member>, Option<Stop>) {
@@ -1018,6 +1041,52 @@ mod tests {
             [(0, second as u64, u64::from(count_messages(&data[..1000])))]
         );
         assert_eq!(stop.map(|s| (s.0, s.1)), Some((second as u64, true)));
+    }
+
+    /// Found by the gzip fuzz target's check that the scan's counts (what `len()` returns without an index) add up
+    /// to the lines `inflate` returns (what `load()` reads): members of ours were counted as whole lines without
+    /// being required to be, so a line cut across two members counted twice (`len()` 2, `load()` one message), and
+    /// an append after a gzip tool's file without its final line break joined the new line to the old.
+    #[test]
+    fn members_of_ours_hold_whole_lines() {
+        // Two members of ours that cut a line: the first is damage.
+        let split = [
+            member(b"{\"a\":", 6, 1).unwrap(),
+            member(b"1}\n", 6, 1).unwrap(),
+        ]
+        .concat();
+        let (offset, truncated, reason) = corrupt_at(inflate(&split).unwrap_err());
+        assert_eq!(
+            (offset, truncated, reason.as_str()),
+            (0, false, "its data ends inside a line")
+        );
+        // A line break of either kind ends it; so does having no data.
+        for data in [&b"[1]\n"[..], b"[1]\r", b""] {
+            assert_eq!(
+                inflate(&member(data, 6, count_messages(data)).unwrap()).unwrap(),
+                data
+            );
+        }
+        // A foreign member without its last line break, then one of ours (what `gzip` of a file without a final
+        // newline, then an append, makes): the scan stops at ours, and inflating fails there too.
+        let (head, ours) = (foreign(b"{\"a\":1}"), member(b"{\"b\":2}\n", 6, 1).unwrap());
+        let stream = [head.clone(), ours.clone()].concat();
+        let at = head.len() as u64;
+        assert_eq!(
+            scan(&stream, 0),
+            (vec![(0, at, 1)], Some((at, false, CUT_LINE.to_owned())))
+        );
+        assert_eq!(
+            corrupt_at(inflate(&stream).unwrap_err()),
+            (at, false, CUT_LINE.to_owned())
+        );
+        // Alone, that foreign member is a whole last line; a foreign line break after it lets ours follow.
+        assert_eq!(scan(&head, 0), (vec![(0, at, 1)], None));
+        let mended = [head, foreign(b"\n"), ours].concat();
+        assert_eq!(scan(&mended, 0).1, None);
+        assert_eq!(inflate(&mended).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        let counted: u64 = scan(&mended, 0).0.iter().map(|m| m.2).sum();
+        assert_eq!(counted, 2);
     }
 
     #[test]

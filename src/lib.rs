@@ -19,6 +19,19 @@ mod validate;
 #[cfg(unix)]
 mod writer;
 
+/// The core's functions for Rust callers (the fuzz targets in `fuzz/`), which the Python module wraps: all but
+/// `decode` and `encode_lines` are pure byte work that needs no interpreter. Not a stable API: it moves with the core.
+#[doc(hidden)]
+pub mod raw {
+    pub use crate::decode::decode;
+    pub use crate::encode::{encode_lines, Encoded};
+    pub use crate::errors::Error;
+    pub use crate::frames::{count_messages, scan_plain_frames, PlainScan};
+    pub use crate::gzip::{inflate, member, scan_members};
+    pub use crate::index::{header, parse_header, parse_records, Record, HEADER_LEN, RECORD_LEN};
+    pub use crate::validate::validate_line;
+}
+
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
