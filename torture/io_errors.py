@@ -157,6 +157,7 @@ class Fiu:
         self.counts: Counter[str] = Counter()
         self.fault: Fault | None = None
         self.injected = 0
+        self.reduced = 0  # short writes made (libfiu may draw the whole length: then nothing else fails)
 
     def _decide(self, name: bytes, failnum: Any, failinfo: Any, flags: Any) -> int:
         # Runs inside the wrapped call, in whatever thread made it (the GIL is taken by ctypes). No I/O here.
@@ -164,6 +165,7 @@ class Fiu:
         fault = self.fault
         if label in REDUCE:
             hit = fault is not None and fault.mode.startswith("short") and self.counts["write"] + 1 == fault.at
+            self.reduced += hit
             return 1 if hit else 0
         kind = KIND_OF[label]
         self.counts[kind] += 1
@@ -189,6 +191,7 @@ class Fiu:
     def arm(self, fault: Fault | None, seed: int = 0) -> None:
         self.counts.clear()
         self.injected = 0
+        self.reduced = 0
         self.fault = fault
         self.libc.srandom(seed)  # libfiu's "reduce" (short write) draws its length from random()
         for name in [*KIND_OF, *REDUCE]:
@@ -422,7 +425,7 @@ def judge_writer(fiu: Fiu, prep: Prepared, fault: Fault, seed: int) -> dict[str,
     except BaseException as exc:  # judged below, whatever it is
         raised = exc
     finally:
-        injected = fiu.injected
+        injected = fiu.injected or fiu.reduced  # a short write is a fault injected, even one the caller completed
         fiu.disarm()
     return judge_after(prep, c, raised, injected, fault.kind, fault.mode, fds)
 
