@@ -7,7 +7,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 # cargo test links libpython directly (no extension-module feature), so it needs to find it at run time.
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: demo test test-rust test-python bench lint build wheel clean torture torture-quick fuzz
+.PHONY: demo test test-rust test-python bench lint build wheel clean torture torture-quick torture-ci fuzz
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,17 +47,28 @@ $(VENV)/.torture-installed: $(VENV)/.installed torture/setup.sh
 	bash torture/setup.sh
 	touch $@
 
+$(VENV)/.nightly-installed: $(VENV)/.torture-installed
+	bash torture/setup.sh --nightly
+	touch $@
+
+# The suites that need only stable Rust and Debian packages; sanitizers and fuzz also need a nightly toolchain.
+CI_SUITES = corruption,kill,concurrency,crash_states,io_errors
+
 ## torture: every torture suite (kill, crash states, concurrency, corruption, I/O errors, sanitizers, fuzzing);
-## minutes; the figures go to RELIABILITY.md. torture-quick is the bounded variant CI runs. A failure prints its seed:
-## replay with TORTURE_ARGS="--seed N --only SUITE".
-torture: build $(VENV)/.torture-installed
+## minutes; the figures go to RELIABILITY.md. torture-quick is the bounded variant of all of them; torture-ci the
+## bounded variant of those that need no nightly toolchain (what .ci/run runs: a CI machine fetches no other
+## toolchain). A failure prints its seed: replay with TORTURE_ARGS="--seed N --only SUITE".
+torture: build $(VENV)/.nightly-installed
 	$(PY) -m torture.run $(TORTURE_ARGS)
 
-torture-quick: build $(VENV)/.torture-installed
+torture-quick: build $(VENV)/.nightly-installed
 	$(PY) -m torture.run --quick $(TORTURE_ARGS)
 
+torture-ci: build $(VENV)/.torture-installed
+	$(PY) -m torture.run --quick --only $(CI_SUITES) $(TORTURE_ARGS)
+
 ## fuzz: the coverage-guided fuzz targets (fuzz/), each for a bounded time; crashes found are kept as regression tests
-fuzz: build $(VENV)/.torture-installed
+fuzz: build $(VENV)/.nightly-installed
 	$(PY) -m torture.run --only fuzz $(TORTURE_ARGS)
 
 ## lint: formatting, clippy, ruff, mypy; stubtest imports the built module, so build first (else it checks a stale one)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the torture suites need beyond `make test`: strace (crash states), libfiu (I/O errors), valgrind
-# (sanitizers), a nightly Rust toolchain and cargo-fuzz (fuzzing). Installs only what is missing.
+# What the torture suites need beyond `make test`, installing only what is missing:
+#   torture/setup.sh            strace (crash states), libfiu (I/O errors), valgrind (sanitizers): Debian packages
+#   torture/setup.sh --nightly  also a nightly Rust toolchain and cargo-fuzz (sanitizers' ASan build, fuzzing)
 set -euo pipefail
 
 missing=()
@@ -13,5 +14,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+if [ "${1:-}" = --nightly ]; then
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+fi
