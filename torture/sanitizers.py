@@ -157,6 +157,8 @@ def valgrind(result: Result, quick: bool, seed: int, plant: bool, work: Path) ->
             "--tool=memcheck",
             "--xml=yes",
             f"--xml-file={xml}",
+            # A test that forks (without exec) would write a second XML document into the same file.
+            "--child-silent-after-fork=yes",
             "--leak-check=full",
             "--show-leak-kinds=definite",
             "--errors-for-leak-kinds=definite",
