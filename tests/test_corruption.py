@@ -134,3 +134,21 @@ def test_an_append_after_repair_of_a_last_line_without_its_line_break_does_not_j
     ConversationCodec(path).append_turn({"e": 5})
     assert ConversationCodec(path).load() == [{"a": 1}, {"b": 2}, {"e": 5}]
     assert codec.verify().ok
+
+
+def test_an_append_to_another_tools_gzip_without_a_final_line_break_ends_that_line_first(tmp_path: Path) -> None:
+    # Found by fuzzing the gzip scanner: the appended member joined the foreign member's last line (a DecodeError
+    # for load(), while verify() said ok); now a member of ours after a cut line is damage, so the appender ends
+    # the line with a member of its own first.
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"a":1}\n{"b":2}'))
+    codec = ConversationCodec(path, compressed=True)
+    codec.append_turn({"c": 3})
+    codec.append_turn({"d": 4})
+    expected = [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]
+    fresh = ConversationCodec(path)
+    assert (fresh.load(), len(fresh), fresh.load(last=3)) == (expected, 4, expected[1:])
+    assert fresh.verify().ok
+    assert gzip.decompress(path.read_bytes()) == b'{"a":1}\n{"b":2}\n{"c":3}\n{"d":4}\n'

@@ -25,9 +25,9 @@ the call can leave after returning must hold the new conversation; a failure of 
 With durable=False the same states are checked and reading them must be as sound (no exception but a CodecError,
 no disagreement, the next append works), but what is lost is only reported: the documented trade-off (figures
 `lost_acknowledged`: neither the old nor the new conversation; `lost_after_return`: not the new one; `unreadable`:
-a CodecError, such as an encrypted file cut inside its first frame, which reads as a wrong key). The model's states are built
-exhaustively with durable=True (`sampled_out` says when a crash point had more than its cap); durable=False ones,
-far more numerous since nothing is flushed, are a seeded sample.
+a CodecError, such as an encrypted file cut inside its first frame, which reads as a wrong key). The model's
+states are built exhaustively with durable=True (`sampled_out` says when a crash point had more than its cap);
+durable=False ones, far more numerous since nothing is flushed, are a seeded sample.
 
 The *weak* tier, outside the model (a write whose size persisted but whose data did not: zeros), is reported apart:
 how many such states read cleanly, needed repair() (and whether repair() gave back the old or new conversation), or

@@ -20,6 +20,7 @@ The rules, all of them here:
 
 from __future__ import annotations
 
+import gzip
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -416,8 +417,8 @@ class FileStore:
             conversation = binding.conversation
         if found.torn:
             size, _ = self._set_aside(lock, found.end, size)
-        elif self._end_last_line(lock, kind, records, data, start):
-            size += 1
+        else:
+            size += self._end_last_line(lock, kind, records, data, start)
         mtime = os.fstat(lock.fd).st_mtime_ns
         known = Known(identity, size, mtime, before, conversation or os.urandom(16), index_size, None)
         if index_size:
@@ -426,21 +427,28 @@ class FileStore:
             return known._replace(index_size=index_size)
         return known._replace(records=records)
 
-    @staticmethod
-    def _end_last_line(lock: files.WriterLock, kind: str, records: list[Record], data: bytes, base: int) -> bool:
-        """A whole last line without its line break (written by hand, or the original design's one token) gets
-        one, as part of its frame: `records[-1]` (the file's last frame, in `data` from offset `base`) is updated.
-        No record of an index may end before that line break, or the next append would join that line."""
-        if kind == GZIP or not records:
-            return False
+    def _end_last_line(self, lock: files.WriterLock, kind: str, records: list[Record], data: bytes, base: int) -> int:
+        """A whole last line without its line break (written by hand, by another gzip tool, or the original
+        design's one token) gets one, as part of its frame: `records[-1]` (the file's last frame, in `data` from
+        offset `base`) is updated. No record of an index may end before that line break, or the next append would
+        join that line. Returns the number of bytes written."""
+        if not records:
+            return 0
         last = records[-1]
         stored = data[last.offset - base : last.end - base]
-        if stored.endswith(b"\n"):
-            return False
-        files.write_all(lock.fd, b"\n")
-        stored += b"\n"
+        if kind == GZIP:
+            # Members of ours end at a line break (the scan refuses one that does not); another tool's may not.
+            if _ours(stored) or _core.gunzip(stored, base=last.offset, source=self.path).endswith(b"\n"):
+                return 0
+            ending = gzip.compress(b"\n", mtime=0)  # a member of another tool's kind: it may end a cut line
+        elif stored.endswith(b"\n"):
+            return 0
+        else:
+            ending = b"\n"
+        files.write_all(lock.fd, ending)
+        stored += ending
         records[-1] = last._replace(length=len(stored), crc=_core.crc32(stored))
-        return True
+        return len(ending)
 
     def _set_aside(self, lock: files.WriterLock, cut: int, size: int) -> tuple[int, str]:
         """Moves the bytes from `cut` to the end into a side file `<name>.torn-<cut>`, then cuts them off."""
@@ -735,6 +743,11 @@ def _plain_tail(fd: int, size: int) -> tuple[int, int]:
     boundary = _last_boundary(fd, size)
     found = scan(PLAIN, files.read_at(fd, size - boundary, boundary), boundary)
     return boundary, size if found.damage is None and found.end == size else boundary
+
+
+def _ours(member: bytes) -> bool:
+    """Whether a gzip frame starts with a member header of ours (docs/FORMAT.md, 1.3)."""
+    return member[:4] == b"\x1f\x8b\x08\x06" and member[10:16] == b"\x0c\x00CC\x08\x00"
 
 
 def _first_and_last_frames(fd: int, size: int, start: int) -> list[tuple[int, bytes]]:
