@@ -10,6 +10,7 @@ owns the file: its lock, torn tails, the index cache. The rules that keep a conv
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -166,3 +167,37 @@ class ConversationCodec:
         anything. Returns the names of the side files written."""
         written, _ = self._store.repair()
         return written
+
+    # ---- async: the same calls in a worker thread (asyncio.to_thread): the event loop never waits for the disk -
+
+    async def asave(self, messages: Iterable[Message]) -> None:
+        """`save()` in a worker thread; `messages` is consumed there."""
+        await asyncio.to_thread(self.save, messages)
+
+    async def aappend_turn(self, turn: Message | list[Message]) -> None:
+        """`append_turn()` in a worker thread."""
+        await asyncio.to_thread(self.append_turn, turn)
+
+    async def aload(self, last: int | None = None) -> list[Message]:
+        """`load()` in a worker thread."""
+        return await asyncio.to_thread(self.load, last)
+
+    async def alen(self) -> int:
+        """`len(codec)` in a worker thread."""
+        return await asyncio.to_thread(len, self)
+
+    async def aencrypt(self) -> None:
+        """`encrypt()` in a worker thread."""
+        await asyncio.to_thread(self.encrypt)
+
+    async def arotate(self) -> None:
+        """`rotate()` in a worker thread."""
+        await asyncio.to_thread(self.rotate)
+
+    async def averify(self) -> Report:
+        """`verify()` in a worker thread."""
+        return await asyncio.to_thread(self.verify)
+
+    async def arepair(self) -> list[str]:
+        """`repair()` in a worker thread."""
+        return await asyncio.to_thread(self.repair)
