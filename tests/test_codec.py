@@ -268,3 +268,13 @@ def test_mixed_message_types(conv_path: Path, conversation: list[Any]) -> None:
 
 def test_repr_names_the_path(conv_path: Path) -> None:
     assert str(conv_path) in repr(ConversationCodec(conv_path))
+
+
+def test_the_version_is_the_one_the_package_metadata_gives() -> None:
+    # One version, defined in Cargo.toml: the wheel's metadata (maturin) and the core's __version__ agree.
+    from importlib.metadata import version
+
+    import conversation_codec
+
+    assert conversation_codec.__version__ == version("conversation-codec")
+    assert conversation_codec.__version__.count(".") == 2
