@@ -748,7 +748,14 @@ impl Encoder {
             }
             let len = ffi::PyUnicode_GET_LENGTH(obj) as usize;
             self.buf.push(b'"');
-            if ffi::PyUnicode_IS_ASCII(obj) != 0 {
+            // CPython keeps an "ascii" bit; pyo3-ffi does not expose it for 3.14 (the bitfield it sits in changed
+            // layout), so there a 1-byte string is checked for ASCII instead (word at a time).
+            #[cfg(not(Py_3_14))]
+            let ascii = ffi::PyUnicode_IS_ASCII(obj) != 0;
+            #[cfg(Py_3_14)]
+            let ascii = ffi::PyUnicode_KIND(obj) == ffi::PyUnicode_1BYTE_KIND
+                && std::slice::from_raw_parts(ffi::PyUnicode_1BYTE_DATA(obj), len).is_ascii();
+            if ascii {
                 let data = std::slice::from_raw_parts(ffi::PyUnicode_1BYTE_DATA(obj), len);
                 push_escaped_ascii(&mut self.buf, data);
             } else {
