@@ -79,3 +79,19 @@ def test_a_first_append_never_leaves_part_of_its_frame_in_the_file(
     codec.append_turn([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}])
     assert codec.load() == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
     assert codec.verify().ok
+
+
+def test_a_torn_first_turn_of_a_plain_file_is_set_aside_with_its_leading_tab(conv_path: Path) -> None:
+    # verify() and repair() measured a plain file's frames from its first byte that is not whitespace: a torn first
+    # turn (TAB, then part of a line) was reported one byte short, and its TAB was left behind in the file.
+    codec = ConversationCodec(conv_path)
+    codec.append_turn([{"a": 1}, {"b": 2}])
+    whole = conv_path.read_bytes()
+    assert whole.startswith(b"\t")
+    conv_path.write_bytes(whole[:6])
+    with pytest.warns(TornTailWarning, match="the last 6 bytes"):
+        assert codec.load() == []
+    assert codec.verify().torn_tail_bytes == 6
+    assert codec.repair() == [str(conv_path) + ".torn-0"]
+    assert Path(str(conv_path) + ".torn-0").read_bytes() == whole[:6]
+    assert conv_path.read_bytes() == b""

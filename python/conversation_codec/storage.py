@@ -65,6 +65,13 @@ class View(NamedTuple):
     start: int  # the first byte that is not whitespace
 
 
+class Head(NamedTuple):
+    """Where a file's frames start, and its kind (frames.PLAIN, GZIP or FERNET)."""
+
+    start: int
+    kind: str
+
+
 class Sound(NamedTuple):
     """The index's last record, vouched for by its frame's CRC; the index's size; that frame's stored bytes."""
 
@@ -111,13 +118,12 @@ class FileStore:
             if head is None:
                 yield None
                 return
-            kind = kind_of(head[1])
-            assert kind is not None
+            kind = head.kind
             self.framing.check(kind, self.path, writing=False)
             try:
-                yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head[0])
+                yield View(fd, st.st_size, (st.st_dev, st.st_ino), kind, head.start)
             except DecryptionError as exc:
-                raise self._judged(exc, fd, st.st_size, head[0]) from None
+                raise self._judged(exc, fd, st.st_size, head.start) from None
         finally:
             os.close(fd)
 
@@ -146,8 +152,10 @@ class FileStore:
         return wrong
 
     @staticmethod
-    def _head(fd: int, size: int) -> tuple[int, int] | None:
-        """The offset and value of the file's first byte that is not whitespace (None: an empty or blank file)."""
+    def _head(fd: int, size: int) -> Head | None:
+        """Where the file's frames start, and its kind (None: an empty or blank file). Frames of tokens and gzip
+        members start at the first byte that is not whitespace; plain JSONL at byte 0, since whitespace before a
+        line (a turn's TAB) is part of it."""
         offset, block = 0, _HEAD
         while offset < size:
             data = os.pread(fd, min(block, size - offset), offset)
@@ -155,7 +163,9 @@ class FileStore:
                 return None
             found = first_byte(data)
             if found is not None:
-                return offset + found[0], found[1]
+                kind = kind_of(found[1])
+                assert kind is not None
+                return Head(0 if kind == PLAIN else offset + found[0], kind)
             offset += len(data)
             block = _READ_BLOCK
         return None
@@ -373,7 +383,7 @@ class FileStore:
             return self._prepare(lock)
         except DecryptionError as exc:
             head = self._head(lock.fd, lock.st.st_size)
-            raise self._judged(exc, lock.fd, lock.st.st_size, head[0] if head else 0) from None
+            raise self._judged(exc, lock.fd, lock.st.st_size, head.start if head else 0) from None
 
     def _prepare(self, lock: files.WriterLock) -> Known:
         """What the locked file holds, once it ends with a whole frame and its key is proven: the lock holder's
@@ -388,10 +398,9 @@ class FileStore:
         head = self._head(lock.fd, size)
         if head is None:
             return Known(identity, size, st.st_mtime_ns, 0, os.urandom(16), 0, [])
-        kind = kind_of(head[1])
-        assert kind is not None
+        kind = head.kind
         self.framing.check(kind, self.path, writing=True)
-        before, start, index_size, records = 0, head[0], 0, []
+        before, start, index_size, records = 0, head.start, 0, []
         sound = self._sound_last(lock.fd, identity, size)
         if sound is not None:
             before, start, index_size = sound.record.after, sound.record.end, sound.index_size
@@ -525,15 +534,14 @@ class FileStore:
         head = self._head(lock.fd, size)
         if head is None:
             return
-        kind = kind_of(head[1])
-        assert kind is not None
+        kind = head.kind
         try:
             if kind == PLAIN:
                 cut, whole = _plain_tail(lock.fd, size)
                 cut = size if whole == size else cut
             else:
                 sound = self._sound_last(lock.fd, (lock.st.st_dev, lock.st.st_ino), size)
-                start = head[0] if sound is None else sound.record.end
+                start = head.start if sound is None else sound.record.end
                 found = self.framing.scan(kind, files.read_at(lock.fd, size - start, start), start)
                 cut = found.end if found.torn else size
         except CodecError:
@@ -552,7 +560,7 @@ class FileStore:
             if lock is None:
                 return
             head = self._head(lock.fd, lock.st.st_size)
-            kind = None if head is None else kind_of(head[1])
+            kind = None if head is None else head.kind
             if kind is None or (unencrypted and kind == FERNET):
                 return
             reader = self
@@ -618,18 +626,17 @@ class FileStore:
             head = self._head(lock.fd, size)
             if head is None:
                 return written, report
-            kind = kind_of(head[1])
-            assert kind is not None
-            data = files.read_at(lock.fd, size - head[0], head[0])
-            salvage = self._salvage(kind, data, head[0])
+            kind = head.kind
+            data = files.read_at(lock.fd, size - head.start, head.start)
+            salvage = self._salvage(kind, data, head.start)
             if not salvage.errors:  # a torn tail (set aside) or an index to write again: the frames stay as they are
                 if salvage.torn is not None:
                     written.append(self._set_aside(lock, salvage.torn, size)[1])
-                self._end_last_line(lock, kind, salvage.records, data, head[0])
+                self._end_last_line(lock, kind, salvage.records, data, head.start)
                 self.index.write(lock, (lock.st.st_dev, lock.st.st_ino), salvage.records)
                 return written, report
             salvage.raise_for_key()
-            backup = _keep_copy(real, data if head[0] == 0 else files.read_at(lock.fd, size, 0), self.durable)
+            backup = _keep_copy(real, data if head.start == 0 else files.read_at(lock.fd, size, 0), self.durable)
             written.append(backup)
             self._replace_locked(lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes))
         return written, report
