@@ -177,6 +177,12 @@ _MEMBER_HEADER = {0: 0x1F, 1: 0x8B, 2: 0x08, 4: 0, 5: 0, 6: 0, 7: 0, 9: 0xFF, 10
 _MEMBER_HEADER[15] = 0
 
 
+def ours(member: bytes) -> bool:
+    """Whether a gzip member (or a frame starting with one) has a header this library writes, with its CRC16:
+    such a member's data ends at a line break (the scan refuses one that does not)."""
+    return len(member) >= 26 and member[3] == 0x06 and _member_cut_short(member[:26])
+
+
 def _member_cut_short(tail: bytes) -> bool:
     """Whether `tail`, from a member's start to the end of the data, can be a member this library wrote, cut short
     by a write that did not complete: only that is a torn tail. A member of another tool, or one whose header a

@@ -30,7 +30,20 @@ from typing import Any, NamedTuple
 
 from . import _core, files
 from .errors import CodecError, CorruptFileError, DecryptionError, TornTailWarning
-from .frames import FERNET, GZIP, PLAIN, Binding, Framing, Record, Scan, first_byte, kind_of, last_turn_start, scan
+from .frames import (
+    FERNET,
+    GZIP,
+    PLAIN,
+    Binding,
+    Framing,
+    Record,
+    Scan,
+    first_byte,
+    kind_of,
+    last_turn_start,
+    ours,
+    scan,
+)
 from .index import Identity, Index
 
 __all__ = ["FileStore", "Report"]
@@ -447,7 +460,7 @@ class FileStore:
         stored = data[last.offset - base : last.end - base]
         if kind == GZIP:
             # Members of ours end at a line break (the scan refuses one that does not); another tool's may not.
-            if _ours(stored) or _core.gunzip(stored, base=last.offset, source=self.path).endswith(b"\n"):
+            if ours(stored) or _core.gunzip(stored, base=last.offset, source=self.path).endswith(b"\n"):
                 return 0
             ending = gzip.compress(b"\n", mtime=0)  # a member of another tool's kind: it may end a cut line
         elif stored.endswith(b"\n"):
@@ -750,11 +763,6 @@ def _plain_tail(fd: int, size: int) -> tuple[int, int]:
     boundary = _last_boundary(fd, size)
     found = scan(PLAIN, files.read_at(fd, size - boundary, boundary), boundary)
     return boundary, size if found.damage is None and found.end == size else boundary
-
-
-def _ours(member: bytes) -> bool:
-    """Whether a gzip frame starts with a member header of ours (docs/FORMAT.md, 1.3)."""
-    return member[:4] == b"\x1f\x8b\x08\x06" and member[10:16] == b"\x0c\x00CC\x08\x00"
 
 
 def _first_and_last_frames(fd: int, size: int, start: int) -> list[tuple[int, bytes]]:
