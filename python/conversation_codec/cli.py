@@ -221,11 +221,17 @@ def _rich_console(stderr: bool = False) -> Console | None:
         from rich.console import Console
     except ImportError:
         return None
-    return Console(stderr=stderr, highlight=False, emoji=False, markup=False)
+
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit with status 1: main() stops quietly instead
+            raise BrokenPipeError
+
+    return Quiet(stderr=stderr, highlight=False, emoji=False, markup=False)
 
 
 class Printer:
-    """Lines on stdout, styled through rich when it is there, wrapped to the terminal's width either way."""
+    """Lines on stdout, styled through rich when it is there. Only message text is wrapped (to the terminal's
+    width): lines that hold paths are not, so that they can be copied."""
 
     def __init__(self) -> None:
         if isinstance(sys.stdout, io.TextIOWrapper):
@@ -233,39 +239,37 @@ class Printer:
         self.console = _rich_console()
         self.width = self.console.width if self.console is not None else shutil.get_terminal_size().columns
 
-    def line(self, text: str, style: str = "") -> None:
-        self.text(text, style, 0)
+    def line(self, pieces: str | Sequence[tuple[str, str]], indent: int = 0) -> None:
+        """One line of text, or of (text, style) pieces."""
+        if isinstance(pieces, str):
+            pieces = [(pieces, "")]
+        pieces = [(" " * indent, ""), *((_printable(text), style) for text, style in pieces)]
+        if self.console is None:
+            sys.stdout.write("".join(text for text, _ in pieces) + "\n")
+            return
+        from rich.text import Text
 
-    def text(self, text: str, style: str, indent: int) -> None:
-        """`text` (maybe several lines), each line wrapped, indented by `indent` spaces."""
+        self.console.print(Text.assemble(*pieces), soft_wrap=True)
+
+    def wrapped(self, text: str, style: str, indent: int) -> None:
+        """`text` (maybe several lines), each line wrapped to the width, indented by `indent` spaces."""
         text = _printable(text)
+        width = max(20, self.width - indent)
         if self.console is None:
             for line in text.split("\n"):
-                wrapped = textwrap.wrap(
-                    line, max(20, self.width - indent), break_on_hyphens=False, replace_whitespace=False
-                )
-                for piece in wrapped or [""]:
+                for piece in textwrap.wrap(line, width, break_on_hyphens=False, replace_whitespace=False) or [""]:
                     sys.stdout.write(" " * indent + piece + "\n")
             return
         from rich.text import Text
 
-        for wrapped_line in Text(text, style=style).wrap(self.console, max(20, self.width - indent)):
+        for wrapped_line in Text(text, style=style).wrap(self.console, width):
             wrapped_line.rstrip()
             self.console.print(Text(" " * indent) + wrapped_line, soft_wrap=True)
-
-    def header(self, pieces: Sequence[tuple[str, str]]) -> None:
-        """One line of (text, style) pieces."""
-        if self.console is None:
-            sys.stdout.write(_printable("".join(text for text, _ in pieces)) + "\n")
-            return
-        from rich.text import Text
-
-        self.console.print(Text.assemble(*((_printable(t), s) for t, s in pieces)), soft_wrap=True)
 
     def table(self, rows: Sequence[tuple[str, str]]) -> None:
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
-            self.header([(label.ljust(width + 2), "bold"), (value, "")])
+            self.line([(label.ljust(width + 2), "bold"), (value, "")])
 
 
 def _warn_line(message: Warning | str, *args: Any, **kwargs: Any) -> None:
@@ -447,15 +451,15 @@ def _show(args: argparse.Namespace) -> int:
 
 def _render(printer: Printer, number: int, message: Shown) -> None:
     note = f" ({message.note})" if message.note else ""
-    printer.header([(f"[{number}] ", "dim"), (message.role, _ROLE_STYLES.get(message.role, "bold")), (note, "dim")])
+    printer.line([(f"[{number}] ", "dim"), (message.role, _ROLE_STYLES.get(message.role, "bold")), (note, "dim")])
     if not message.parts:
-        printer.text("(empty)", "dim", 2)
+        printer.wrapped("(empty)", "dim", 2)
     for part in message.parts:
         style = _PART_STYLES[part.style]
         if part.head:
-            printer.text(part.head, style, 2)
+            printer.wrapped(part.head, style, 2)
         if part.body:
-            printer.text(part.body, "dim" if part.style == "thinking" else "", 4 if part.head else 2)
+            printer.wrapped(part.body, "dim" if part.style == "thinking" else "", 4 if part.head else 2)
 
 
 # ==================================================================================================== stats
@@ -517,21 +521,20 @@ def _state(report: Report) -> str:
 
 def _problems(printer: Printer, report: Report) -> None:
     if report.torn_tail_bytes:
-        printer.text(
-            f"torn tail: the last {report.torn_tail_bytes} bytes are a write that did not complete", "yellow", 2
-        )
+        torn = f"torn tail: the last {report.torn_tail_bytes} bytes are a write that did not complete"
+        printer.line([(torn, "yellow")], 2)
     for offset, what in report.errors:
-        printer.text(f"damage: {what}" + ("" if f"byte {offset}" in what else f" (at byte {offset})"), "red", 2)
+        printer.line([(f"damage: {what}" + ("" if f"byte {offset}" in what else f" (at byte {offset})"), "red")], 2)
     if report.index.startswith("wrong"):
-        printer.text(f"index: {report.index}", "red", 2)
+        printer.line([(f"index: {report.index}", "red")], 2)
 
 
 def _verdict(printer: Printer, path: str, report: Report) -> int:
     if report.ok:
-        counts = f"{_plural(report.messages, 'message')}, {_plural(report.frames, 'frame')}"
-        printer.header([(f"{path}: ", ""), ("sound", "bold green"), (f" ({counts}; index {report.index})", "")])
+        counts = f" ({_plural(report.messages, 'message')}; index {report.index})"
+        printer.line([(f"{path}: ", ""), ("sound", "bold green"), (counts, "")])
         return OK
-    printer.header([(f"{path}: ", ""), ("not sound", "bold red")])
+    printer.line([(f"{path}: ", ""), ("not sound", "bold red")])
     _problems(printer, report)
     return UNSOUND
 
@@ -541,7 +544,9 @@ def _verify(args: argparse.Namespace) -> int:
     printer = Printer()
     status = _verdict(printer, args.path, report)
     if status != OK:
-        printer.text("`repair` sets a torn tail aside and rewrites a damaged file with every intact frame", "dim", 2)
+        printer.line(
+            [("`repair` sets a torn tail aside and rewrites a damaged file with every intact frame", "dim")], 2
+        )
     return status
 
 
@@ -551,14 +556,14 @@ def _repair(args: argparse.Namespace) -> int:
     printer = Printer()
     if before.ok and not before.index.startswith("ignored"):
         return _verdict(printer, args.path, before)
-    printer.header([(f"{args.path}: ", ""), ("repairing", "bold yellow")])
+    printer.line([(f"{args.path}: ", ""), ("repairing", "bold yellow")])
     _problems(printer, before)
     if not before.ok or before.index.startswith("ignored"):
         written = codec.repair()
         for name in written:
-            printer.text(f"kept {name}", "", 2)
+            printer.line(f"kept {name}", 2)
         if not written:
-            printer.text("index written again", "", 2)
+            printer.line("index written again", 2)
     return _verdict(printer, args.path, codec.verify())
 
 
