@@ -260,7 +260,7 @@ def test_stats_of_a_torn_tail_and_of_damage(run: Any, tmp_path: Path) -> None:
     data[40] ^= 0x10  # inside the first member's deflate data
     path.write_bytes(bytes(data))
     error = one_error_line(run("stats", path), 4)
-    assert f"{path} is damaged" in error and "at byte 0" in error
+    assert error.startswith(f"conversation-codec: error: {path}: ") and "(at byte 0): 1 problem;" in error
 
 
 def test_stats_of_an_empty_file(run: Any, tmp_path: Path) -> None:
@@ -558,9 +558,12 @@ def test_bad_keys_are_one_line_without_the_key(run: Any, tmp_path: Path) -> None
 
 
 def test_a_plain_file_is_read_whatever_the_key(run: Any, tmp_path: Path) -> None:
+    """A key is read only for an encrypted file: a plain one is shown and converted with any key set, or none."""
     path = tmp_path / "c.jsonl"
     ConversationCodec(path).save([message(0)])
     assert run("show", path, key=KEY).status == 0
+    assert run("show", path, key=b"not a key").status == 0
+    assert run("convert", "--compress", path, tmp_path / "d.jsonl", key=b"not a key").status == 0
 
 
 def test_the_key_is_never_printed(tmp_path: Path) -> None:

@@ -485,11 +485,10 @@ def _stats(args: argparse.Namespace) -> int:
     report = codec.verify()
     if report.errors:
         offset, what = report.errors[0]
-        raise Failure(
-            DAMAGED,
-            f"{args.path} is damaged ({len(report.errors)} problem(s); `verify` lists them, `repair` mends the "
-            f"file); the first, at byte {offset}: {what}",
-        )
+        where = "" if f"byte {offset}" in what else f" (at byte {offset})"
+        problems = _plural(len(report.errors), "problem")
+        what = what if what.startswith(args.path) else f"{args.path}: {what}"
+        raise Failure(DAMAGED, f"{what}{where}: {problems}; `verify` lists them, `repair` mends the file")
     walk = _walk(args.path, keys)
     on_disk = os.stat(args.path).st_size
     rows = [
@@ -558,12 +557,11 @@ def _repair(args: argparse.Namespace) -> int:
         return _verdict(printer, args.path, before)
     printer.line([(f"{args.path}: ", ""), ("repairing", "bold yellow")])
     _problems(printer, before)
-    if not before.ok or before.index.startswith("ignored"):
-        written = codec.repair()
-        for name in written:
-            printer.line(f"kept {name}", 2)
-        if not written:
-            printer.line("index written again", 2)
+    written = codec.repair()
+    for name in written:
+        printer.line(f"kept {name}", 2)
+    if not written:
+        printer.line("index written again", 2)
     return _verdict(printer, args.path, codec.verify())
 
 
@@ -580,10 +578,11 @@ def _convert(args: argparse.Namespace) -> int:
             raise Failure(USAGE, f"SRC and DST are the same file ({dst}): convert writes a new file")
         if not args.force:
             raise Failure(IO_ERROR, f"{dst} exists: pass --force to replace it")
-    old = _keys(args.key_file, KEY_ENV, "--key-file")
+    encrypted = args.encrypt or args.rekey or (kind == FERNET and not args.decrypt)
+    # The key is read for an encrypted SRC, and for DST when it is encrypted under it.
+    old = _keys(args.key_file, KEY_ENV, "--key-file") if kind == FERNET or (encrypted and not args.rekey) else None
     if kind == FERNET:
         _key_needed(old, f"{src} is encrypted")
-    encrypted = args.encrypt or args.rekey or (kind == FERNET and not args.decrypt)
     compressed = args.compress or (not args.decompress and _frames_compressed(src, kind, old))
     new = None
     if encrypted and args.rekey:
@@ -659,10 +658,11 @@ def _count(text: str) -> int:
 
 _KEYS_HELP = f"""\
 keys:
-  An encrypted file's key is read from --key-file FILE, else from the environment variable {KEY_ENV}; never from
-  the command line. Several keys may be given, separated by commas or whitespace (one a line in a file): the
-  first encrypts, every one decrypts. For `convert --rekey`, the new key comes from --new-key-file or
-  {NEW_KEY_ENV}. A key is used only for an encrypted file, and never printed.
+  An encrypted file's key is read from --key-file FILE, else from the environment variable
+  {KEY_ENV}; never from the command line. Several keys may be given, separated by commas or
+  whitespace (one a line in a file): the first encrypts, every one decrypts. For `convert --rekey`, the
+  new key comes from --new-key-file or {NEW_KEY_ENV}. A key is used only for an encrypted
+  file, and never printed.
 
 exit status:
 """ + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES.items())
@@ -687,7 +687,7 @@ def _parser() -> _Parser:
             name,
             parents=[keyed],
             help=summary,
-            description=summary,
+            description=textwrap.fill(summary, 100),
             epilog=_KEYS_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
