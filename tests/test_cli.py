@@ -263,6 +263,19 @@ def test_stats_of_a_torn_tail_and_of_damage(run: Any, tmp_path: Path) -> None:
     assert error.startswith(f"conversation-codec: error: {path}: ") and "(at byte 0): 1 problem;" in error
 
 
+def test_stats_of_an_encrypted_file_with_gzip_frames_and_others(run: Any, tmp_path: Path) -> None:
+    """Appends with other options mix frames inside an encrypted file: stats says how many are gzip, and convert
+    writes it compressed, as its first frame is."""
+    path = tmp_path / "c.jsonl"
+    ConversationCodec(path, fernet_key=KEY, compressed=True).save([message(0)])
+    ConversationCodec(path, fernet_key=KEY).append_turn(message(1))
+    ConversationCodec(path, fernet_key=KEY, compressed=True).append_turn(message(2))
+    assert stats_rows(run("stats", path, key=KEY).out)["format"] == "fernet (2 of 3 frames gzip)"
+    converted = tmp_path / "d.jsonl"
+    assert run("convert", path, converted, key=KEY).status == 0
+    assert stats_rows(run("stats", converted, key=KEY).out)["format"] == "gzip+fernet"
+
+
 def test_stats_of_an_empty_file(run: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_bytes(b"")
