@@ -226,18 +226,18 @@ def test_stats_of_each_format(run: Any, rich: bool, tmp_path: Path, options: dic
     on_disk = path.stat().st_size
     assert rows["file"] == str(path)
     assert rows["format"] == name
-    assert rows["messages"] == "30000"
+    assert rows["messages"] == rows["turns"] == "30000"  # each message of a save is a turn of its own
     index = Path(f"{path}.idx").stat().st_size  # a header, then one record per frame
     assert int(rows["frames"]) == (index - _core.INDEX_HEADER_LEN) // _core.INDEX_RECORD_LEN > 1
     assert rows["bytes on disk"].split()[0] == str(on_disk)
     assert rows["bytes uncompressed"].split()[0] == str(jsonl)
     assert rows["compression ratio"] == f"{jsonl / on_disk:.2f}"
     assert (rows["index"], rows["state"]) == ("sound", "sound")
-    # the rows, in an order where a "turns" row slots in after messages
     assert list(rows) == [
         "file",
         "format",
         "messages",
+        "turns",
         "frames",
         "bytes on disk",
         "bytes uncompressed",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import tracemalloc
 
 import pytest
 from conversation_codec import ConversationCodec, DecodeError, EncodeError, _core
@@ -156,3 +157,18 @@ def test_a_bad_line_after_the_first_block_names_its_line(tmp_path, big) -> None:
         ConversationCodec(path).load()
     assert info.value.lineno == len(big) + 1
     assert str(path) in str(info.value)
+
+
+def test_iterating_a_gzip_conversation_holds_one_frame_at_a_time(tmp_path) -> None:
+    """A 4 MiB read block of gzip can inflate to a hundred times more: iteration decodes frame by frame."""
+    codec = ConversationCodec(tmp_path / "c.jsonl", compressed=True)
+    codec.save({"role": "user", "content": "hello world " * 20, "i": i} for i in range(300_000))
+    assert (tmp_path / "c.jsonl").stat().st_size < (4 << 20)  # the whole file is one read block
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in codec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 300_000
+    assert peak < 16 << 20, f"iteration peaked at {peak >> 20} MiB"  # frames are 1 MiB of JSONL; all of it ~80 MiB

@@ -448,3 +448,13 @@ def test_a_session_forks_into_a_new_session(tmp_path: Path, options: dict[str, A
     with pytest.raises(FileExistsError):
         store.fork("user-1/branch b", "user-1")
     assert asyncio.run(store.afork("user-1", "user-2")).load() == [{"a": 1}, {"a": 2}]
+
+
+def test_verify_counts_turns(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 3, [2, 1, 4])
+    assert codec.verify().turns == len(turns) == 6
+    codec.pop()
+    assert codec.verify().turns == 6
+    codec.pop_turn()
+    assert codec.verify().turns == 5

@@ -495,6 +495,7 @@ def _stats(args: argparse.Namespace) -> int:
         ("file", args.path),
         ("format", _format_name(kind, walk.compressed, walk.frames)),
         ("messages", str(report.messages)),
+        ("turns", str(report.turns)),
         ("frames", str(walk.frames)),
         ("bytes on disk", _size(on_disk)),
         ("bytes uncompressed", _size(walk.jsonl_bytes)),

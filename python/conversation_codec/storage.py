@@ -77,6 +77,7 @@ class Report:
     torn_tail_bytes: int
     errors: list[tuple[int, str]] = field(default_factory=list)
     index: str = "none"  # "none", "sound" or what is wrong with it
+    turns: int = 0  # what `pop_turn()` would take off one at a time (docs/FORMAT.md 1.2)
 
 
 class View(NamedTuple):
@@ -300,7 +301,8 @@ class FileStore:
             found = self.framing.scan(view.kind, ready, base)
             if found.damage is not None or at_end:
                 found = self._checked(view, found, base + len(pending))
-            yield from self._decode(view.kind, pending, base, found.frames, binding)
+            for frame in found.frames:  # a frame at a time: a block of gzip may inflate to far more than a block
+                yield from self._decode(view.kind, pending, base, [frame], binding)
             pending, base = pending[found.end - base :], found.end
             if at_end:
                 return
@@ -801,6 +803,7 @@ class FileStore:
                 torn_tail_bytes=0 if salvage.torn is None else view.size - salvage.torn,
                 errors=salvage.errors,
                 index=index,
+                turns=salvage.turns,
             )
 
     def _check_index(self, view: View, data: bytes, salvage: Salvage) -> str:
@@ -863,17 +866,11 @@ class FileStore:
         at = base
         while at < base + len(data):
             found = self.framing.scan(kind, data[at - base :], at, turns=True)
-            for offset, length, _ in found.frames:
+            for offset, length, count in found.frames:
                 stored = data[offset - base : offset - base + length]
+                turns: list[int] = []
                 try:
-                    if kind == FERNET:
-                        messages = self._open_counted(stored, offset, binding)
-                    elif kind == GZIP:
-                        messages = _core.decode_lines(
-                            _core.gunzip(stored, base=offset, source=self.path), source=self.path
-                        )
-                    else:
-                        messages = _core.decode_lines(stored, source=self.path)
+                    messages = self._decode(kind, stored, offset, [(offset, length, count)], binding, turns)
                 except CodecError as exc:
                     result.first_error = result.first_error or exc
                     if isinstance(exc, DecryptionError):
@@ -882,6 +879,7 @@ class FileStore:
                     binding = Binding(self.path, conversation=binding.conversation, before=None)
                     continue
                 result.messages += messages
+                result.turns += len(turns)
                 result.records.append(Record(offset, length, len(messages), 0, _core.crc32(stored)))
             if found.torn:
                 result.torn = found.end
@@ -909,6 +907,7 @@ class Salvage:
     errors: list[tuple[int, str]] = field(default_factory=list)
     torn: int | None = None  # where a torn tail starts
     first_error: CodecError | None = None
+    turns: int = 0
 
     def raise_for_key(self) -> None:
         """A key that opens no frame at all is the wrong key, not damage: it is raised rather than reported (and
