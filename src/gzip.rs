@@ -30,6 +30,9 @@ const START: [u8; 4] = [0x1F, 0x8B, 8, 6];
 const EXTRA: [u8; 6] = [12, 0, b'C', b'C', 8, 0];
 /// Where the FHCRC sits: the low 16 bits of the CRC-32 of the header bytes before it (RFC 1952, 2.3.1).
 const HCRC_AT: usize = 24;
+/// The top bit of the message count marks a member that holds one turn: the messages of one `append_turn`
+/// (docs/FORMAT.md 1.3). A member without it holds messages that are each a turn of their own.
+pub const TURN_FLAG: u32 = 1 << 31;
 /// Deflate's densest code spends 2 bits on a 258-byte match (RFC 1951). An ISIZE above this many times the member
 /// is damage, caught before we allocate for it.
 const MAX_RATIO: u64 = 1032;
@@ -46,8 +49,9 @@ pub type Member = (u64, u64, u64);
 /// Where a scan stopped before the end of the data: offset, whether the member there is cut short, and why.
 pub type Stop = (u64, bool, String);
 
-/// One gzip member of `jsonl` holding `count` messages, with our header; `level` is libdeflate's, 0 (stored) to 12.
-pub fn member(jsonl: &[u8], level: i32, count: u32) -> Result<Vec<u8>, Error> {
+/// One gzip member of `jsonl` holding `count` messages (one turn if `turn`), with our header; `level` is
+/// libdeflate's, 0 (stored) to 12.
+pub fn member(jsonl: &[u8], level: i32, count: u32, turn: bool) -> Result<Vec<u8>, Error> {
     let lvl = compression_level(level)?;
     COMPRESSOR.with(|cell| {
         let mut cached = cell.borrow_mut();
@@ -55,7 +59,7 @@ pub fn member(jsonl: &[u8], level: i32, count: u32) -> Result<Vec<u8>, Error> {
             Some((l, compressor)) if *l == level => compressor,
             slot => &mut slot.insert((level, Compressor::new(lvl))).1,
         };
-        encode(compressor, level, jsonl, count)
+        encode(compressor, level, jsonl, count, turn)
     })
 }
 
@@ -84,7 +88,7 @@ pub fn members(frames: &[&[u8]], counts: &[u32], level: i32) -> Result<Vec<Vec<u
             // A compressor per thread: libdeflate's keep their match finder state between calls.
             let mut compressor = Compressor::new(lvl);
             part.iter()
-                .map(|&(jsonl, count)| encode(&mut compressor, level, jsonl, count))
+                .map(|&(jsonl, count)| encode(&mut compressor, level, jsonl, count, false))
                 .collect::<Result<Vec<_>, _>>()
         },
     );
@@ -188,7 +192,15 @@ fn encode(
     level: i32,
     jsonl: &[u8],
     count: u32,
+    turn: bool,
 ) -> Result<Vec<u8>, Error> {
+    if count & TURN_FLAG != 0 {
+        return Err(Error::Invalid(format!(
+            "a member of {count} messages (its header holds at most {})",
+            TURN_FLAG - 1
+        )));
+    }
+    let count = if turn { count | TURN_FLAG } else { count };
     let isize = u32::try_from(jsonl.len())
         .map_err(|_| Error::Invalid("a frame of 4 GiB or more".to_owned()))?;
     let bound = compressor.deflate_compress_bound(jsonl.len());
@@ -286,7 +298,7 @@ fn next_member(data: &[u8], at: usize, base: u64) -> Result<Next, Error> {
     }
     Ok(Next::Ours {
         size,
-        count: u32_at(head, 20),
+        count: u32_at(head, 20) & !TURN_FLAG,
     })
 }
 
@@ -662,17 +674,19 @@ pub fn inflate(data: &[u8], base: u64) -> Result<Vec<u8>, Error> {
 
 // ---- Python functions ------------------------------------------------------------------------------------------
 
-/// One gzip member of `data` (a frame's JSONL) holding `count` messages, with the "CC" header.
+/// One gzip member of `data` (a frame's JSONL) holding `count` messages, with the "CC" header; `turn` marks it
+/// as one turn.
 #[pyfunction]
-#[pyo3(signature = (data, /, *, level = 6, count))]
+#[pyo3(signature = (data, /, *, level = 6, count, turn = false))]
 pub fn gzip_member<'py>(
     py: Python<'py>,
     data: &[u8],
     level: i32,
     count: u32,
+    turn: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let out = py
-        .detach(|| member(data, level, count))
+        .detach(|| member(data, level, count, turn))
         .map_err(|err| err.into_pyerr("<bytes>"))?;
     Ok(PyBytes::new(py, &out))
 }
@@ -766,7 +780,7 @@ mod tests {
     }
 
     fn ours(data: &[u8]) -> Vec<u8> {
-        member(data, 6, count_messages(data)).unwrap()
+        member(data, 6, count_messages(data), false).unwrap()
     }
 
     fn foreign(data: &[u8]) -> Vec<u8> {
@@ -831,12 +845,28 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_is_marked_in_the_count_and_read_without_it() {
+        let data = b"{}\n[]\n";
+        let turn = member(data, 6, 2, true).unwrap();
+        assert_eq!(u32_at(&turn, 20), 2 | TURN_FLAG);
+        assert_eq!(
+            scan_members(&turn, 0).unwrap(),
+            (vec![(0, turn.len() as u64, 2)], None)
+        );
+        assert_eq!(inflate(&turn).unwrap(), data);
+        assert!(matches!(
+            member(data, 6, TURN_FLAG, false),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn standard_readers_accept_our_members() {
         let frames = [jsonl(1, 3000), jsonl(2, 10), Vec::new(), jsonl(3, 70000)];
         for level in [0, 1, 6, 9, 12] {
             let stream: Vec<u8> = frames
                 .iter()
-                .flat_map(|f| member(f, level, count_messages(f)).unwrap())
+                .flat_map(|f| member(f, level, count_messages(f), false).unwrap())
                 .collect();
             assert_eq!(multi_gz_decode(&stream), frames.concat(), "level {level}");
             assert_eq!(inflate(&stream).unwrap(), frames.concat(), "level {level}");
@@ -849,7 +879,7 @@ mod tests {
                 assert_eq!(out, frames.concat(), "python3 gzip, level {level}");
             }
         }
-        let m = member(b"{}\n", 6, 1).unwrap();
+        let m = member(b"{}\n", 6, 1, false).unwrap();
         assert_eq!(
             m[..16],
             [0x1F, 0x8B, 8, 6, 0, 0, 0, 0, 0, 255, 12, 0, b'C', b'C', 8, 0]
@@ -860,8 +890,8 @@ mod tests {
         assert_eq!(m[24..26], (hcrc as u16).to_le_bytes());
         assert_eq!(
             [
-                member(b"", 1, 0).unwrap()[8],
-                member(b"", 12, 0).unwrap()[8]
+                member(b"", 1, 0, false).unwrap()[8],
+                member(b"", 12, 0, false).unwrap()[8]
             ],
             [4, 2]
         );
@@ -953,11 +983,11 @@ mod tests {
     #[test]
     fn inflating_checks_the_message_count() {
         let data = b"[1]\n\n[2]\r\n";
-        let stream = [ours(b"{}\n"), member(data, 6, 3).unwrap()].concat();
+        let stream = [ours(b"{}\n"), member(data, 6, 3, false).unwrap()].concat();
         let (offset, truncated, reason) = corrupt_at(inflate(&stream).unwrap_err());
         assert_eq!((offset, truncated), (ours(b"{}\n").len() as u64, false));
         assert_eq!(reason, "its header says 3 messages but it holds 2");
-        assert_eq!(inflate(&member(data, 6, 2).unwrap()).unwrap(), data);
+        assert_eq!(inflate(&member(data, 6, 2, false).unwrap()).unwrap(), data);
     }
 
     #[test]
@@ -973,7 +1003,7 @@ mod tests {
         let serial: Vec<Vec<u8>> = refs
             .iter()
             .zip(&counts)
-            .map(|(f, &n)| member(f, 6, n).unwrap())
+            .map(|(f, &n)| member(f, 6, n, false).unwrap())
             .collect();
         assert_eq!(parallel, serial);
         assert_eq!(inflate(&parallel.concat()).unwrap(), frames.concat());
@@ -1051,8 +1081,8 @@ mod tests {
     fn members_of_ours_hold_whole_lines() {
         // Two members of ours that cut a line: the first is damage.
         let split = [
-            member(b"{\"a\":", 6, 1).unwrap(),
-            member(b"1}\n", 6, 1).unwrap(),
+            member(b"{\"a\":", 6, 1, false).unwrap(),
+            member(b"1}\n", 6, 1, false).unwrap(),
         ]
         .concat();
         let (offset, truncated, reason) = corrupt_at(inflate(&split).unwrap_err());
@@ -1063,13 +1093,16 @@ mod tests {
         // A line break of either kind ends it; so does having no data.
         for data in [&b"[1]\n"[..], b"[1]\r", b""] {
             assert_eq!(
-                inflate(&member(data, 6, count_messages(data)).unwrap()).unwrap(),
+                inflate(&member(data, 6, count_messages(data), false).unwrap()).unwrap(),
                 data
             );
         }
         // A foreign member without its last line break, then one of ours (what `gzip` of a file without a final
         // newline, then an append, makes): the scan stops at ours, and inflating fails there too.
-        let (head, ours) = (foreign(b"{\"a\":1}"), member(b"{\"b\":2}\n", 6, 1).unwrap());
+        let (head, ours) = (
+            foreign(b"{\"a\":1}"),
+            member(b"{\"b\":2}\n", 6, 1, false).unwrap(),
+        );
         let stream = [head.clone(), ours.clone()].concat();
         let at = head.len() as u64;
         assert_eq!(
@@ -1092,8 +1125,12 @@ mod tests {
     #[test]
     fn every_truncation_is_reported_as_one() {
         let (a, b) = (b"{\"a\":1}\n[2]\n".as_slice(), b"\"three\"\n".as_slice());
-        let first = member(a, 6, 2).unwrap();
-        for second in [member(b, 6, 1).unwrap(), foreign(b), old_style(&ours(b))] {
+        let first = member(a, 6, 2, false).unwrap();
+        for second in [
+            member(b, 6, 1, false).unwrap(),
+            foreign(b),
+            old_style(&ours(b)),
+        ] {
             let stream = [first.clone(), second].concat();
             for cut in 1..stream.len() {
                 let part = &stream[..cut];
@@ -1201,12 +1238,12 @@ mod tests {
     fn levels_outside_libdeflates_are_refused() {
         for level in [-1, 13, 100] {
             assert!(matches!(
-                member(b"[]\n", level, 1),
+                member(b"[]\n", level, 1, false),
                 Err(Error::Invalid(why)) if why == format!("gzip level must be 0 to 12, not {level}")
             ));
             assert!(members(&[b"[]\n"], &[1], level).is_err());
         }
-        let stored = member(b"[]\n", 0, 1).unwrap();
+        let stored = member(b"[]\n", 0, 1, false).unwrap();
         assert_eq!(inflate(&stored).unwrap(), b"[]\n");
     }
 

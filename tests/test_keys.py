@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conversation_codec import ConversationCodec, CorruptFileError, DecryptionError
+from conversation_codec.frames import TURN_FLAG
 from cryptography.fernet import Fernet
 
 KEY = Fernet.generate_key()
@@ -148,7 +149,7 @@ def test_a_frame_header_says_its_place(three_turns: tuple[ConversationCodec, lis
     magic, ids, befores, counts = zip(*(struct.unpack("<4s16sQI", h) for h in headers))
     assert set(magic) == {b"\x00CC\x01"}
     assert len(set(ids)) == 1
-    assert (befores, counts) == ((0, 2, 4), (2, 2, 2))
+    assert (befores, counts) == ((0, 2, 4), (2 | TURN_FLAG,) * 3)  # each frame is one turn of two messages
 
 
 def test_whole_frames_cut_off_the_end_read_as_an_older_conversation(

@@ -84,8 +84,9 @@ def pack_records(records: Sequence[tuple[int, int, int, int, int]], /) -> bytes:
 def unpack_records(data: bytes, /, first: tuple[int, int] | None = None) -> list[tuple[int, int, int, int, int]]:
     """(offset, length, count, before, crc32) per record; ValueError for damaged or inconsecutive records."""
 
-def gzip_member(data: bytes, /, *, level: int = 6, count: int) -> bytes:
-    """One gzip member of `data` (a frame of `count` messages), with the size and count in its header."""
+def gzip_member(data: bytes, /, *, level: int = 6, count: int, turn: bool = False) -> bytes:
+    """One gzip member of `data` (a frame of `count` messages; one turn if `turn`), with the size and count in its
+    header (docs/FORMAT.md 1.3)."""
 
 def gzip_members(frames: list[bytes], counts: list[int], /, *, level: int = 6) -> list[bytes]:
     """`gzip_member` of each frame, compressed in parallel on all cores."""

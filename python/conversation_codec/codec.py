@@ -3,6 +3,7 @@
 The steps, one direction each, every one in one place:
     save:         redact -> encode blocks (Rust) -> seal each block (frames) -> replace the file (storage)
     append_turn:  redact -> encode (Rust) -> storage: lock, make the file end whole, seal, append, index
+    pop, fork:    storage: lock, make the file end whole, then cut the last turn off / copy the bytes
     load, iter:   storage: read whole frames -> open each (frames: decrypt, inflate) -> decode (Rust)
 The Rust core turns Python objects into JSONL bytes and back; `frames` seals and opens stored frames; `storage`
 owns the file: its lock, torn tails, the index cache. The rules that keep a conversation whole are in storage.py.
@@ -122,8 +123,44 @@ class ConversationCodec:
 
     # ---- reading ------------------------------------------------------------------------------------------
 
-    def load(self, last: int | None = None) -> list[Message]:
-        """The stored conversation, or its last `last` messages; [] when the file is missing or empty."""
+    def pop(self) -> Message:
+        """Removes the last message and returns it (IndexError if there is none), without rewriting the file.
+
+        The file is cut where the last turn starts; the rest of that turn, if any, is written back as one turn. A
+        crash in between loses nothing: the rest is first kept in `<name>.pop`, and the next write finishes the pop.
+        """
+        popped = self._store.pop(turn=False)
+        if not popped:
+            raise IndexError(f"pop from an empty conversation: {self.path}")
+        return popped[0]
+
+    def pop_turn(self) -> list[Message]:
+        """Removes the last turn (what one `append_turn` wrote; a message of a `save()` is a turn of its own) and
+        returns its messages ([] if the conversation is empty). The file is cut where the turn starts."""
+        return self._store.pop(turn=True)
+
+    def fork(self, path: str | os.PathLike[str]) -> ConversationCodec:
+        """Copies the conversation into a new file at `path` (FileExistsError if one is there) and returns a codec
+        for it with this codec's options and key. The copy is the stored bytes as they are, taken whole (no write
+        is half in it), so it costs a file copy, not a re-encoding; on filesystems that share blocks (btrfs, XFS)
+        the two files share them. The two conversations then go their own ways."""
+        self._store.fork(os.fspath(path))
+        framing = self._framing
+        return ConversationCodec(
+            path,
+            self.redact,
+            framing.cipher,
+            compressed=framing.compressed,
+            compression_level=framing.level,
+            durable=self.durable,
+        )
+
+    def load(self, last: int | None = None, *, whole_turns: bool = False) -> list[Message]:
+        """The stored conversation, or its last `last` messages; [] when the file is missing or empty.
+
+        With `whole_turns`, the result starts where the turn that holds the first of the last `last` messages
+        starts, so that no turn comes cut in two (a tool's result never without the call that asked for it): it
+        may hold more than `last` messages."""
         if last is not None:
             if isinstance(last, bool) or not isinstance(last, int) or last < 0:
                 raise ValueError(f"last must be a non-negative int or None, not {last!r}")
@@ -133,7 +170,7 @@ class ConversationCodec:
         with store.reading() as view:
             if view is None:
                 return []
-            return store.load(view) if last is None else store.tail(view, last)
+            return store.load(view) if last is None else store.tail(view, last, whole_turns=whole_turns)
 
     def __len__(self) -> int:
         """The number of messages: what `len(load())` is, mostly without reading the conversation (the index)."""
@@ -178,9 +215,21 @@ class ConversationCodec:
         """`append_turn()` in a worker thread."""
         await asyncio.to_thread(self.append_turn, turn)
 
-    async def aload(self, last: int | None = None) -> list[Message]:
+    async def aload(self, last: int | None = None, *, whole_turns: bool = False) -> list[Message]:
         """`load()` in a worker thread."""
-        return await asyncio.to_thread(self.load, last)
+        return await asyncio.to_thread(self.load, last, whole_turns=whole_turns)
+
+    async def apop(self) -> Message:
+        """`pop()` in a worker thread."""
+        return await asyncio.to_thread(self.pop)
+
+    async def apop_turn(self) -> list[Message]:
+        """`pop_turn()` in a worker thread."""
+        return await asyncio.to_thread(self.pop_turn)
+
+    async def afork(self, path: str | os.PathLike[str]) -> ConversationCodec:
+        """`fork()` in a worker thread."""
+        return await asyncio.to_thread(self.fork, path)
 
     async def alen(self) -> int:
         """`len(codec)` in a worker thread."""

@@ -8,6 +8,8 @@ Nothing here knows what a conversation is. The rules it provides:
 - `replace` writes a new file beside the target under a fixed temporary name, flushes it, renames it over the
   target and flushes the folder. The caller holds the target's writer lock, so one temporary name per target is
   enough, and a temporary file left by a save that was killed is simply replaced by the next save.
+- `copy_new` makes a new file from the start of another, whole or not at all, refusing to replace one; where the
+  filesystem can (btrfs, XFS), the copy shares the source's blocks.
 - `WriterLock` is an exclusive `flock` on the data file. It is taken by every writer (save, append, repair) and by
   nobody else: readers never wait. A lock held by this process cannot be taken again by it (that would wait
   forever: a `redact` that appends to the file being saved), and a child process forked while a lock is held
@@ -35,12 +37,14 @@ __all__ = [
     "NEW_FILE_MODE",
     "Chunk",
     "WriterLock",
+    "copy_new",
     "flush",
     "make_private_dirs",
     "read_at",
     "replace",
     "side_file",
     "write_all",
+    "write_in_place",
     "writer_active",
 ]
 
@@ -217,6 +221,67 @@ def side_file(path: str, suffix: str, data: bytes, *, durable: bool) -> str:
     if durable:
         flush_folder(folder)
     return name
+
+
+def copy_new(src_fd: int, size: int, path: str, *, durable: bool) -> None:
+    """Copies the first `size` bytes of `src_fd` into a new file at `path` (0600; FileExistsError if the name is
+    taken), whole or not at all: into a temporary file, flushed with `durable`, then linked to its name (which never
+    replaces a file) and the folder flushed."""
+    folder = os.path.dirname(path) or "."
+    make_private_dirs(folder)
+    tmp = f"{temporary_name(path)}.{os.getpid()}.{os.urandom(4).hex()}"  # no lock on `path` to share a name under
+    fd = os.open(tmp, _NEW_FLAGS, NEW_FILE_MODE)
+    try:
+        try:
+            _copy_range(src_fd, fd, size)
+            if durable:
+                flush(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    finally:
+        with suppress(OSError):
+            os.unlink(tmp)
+    if durable:
+        flush_folder(folder)
+
+
+def write_in_place(path: str, lock: WriterLock, data: bytes, offset: int) -> None:
+    """Writes `data` over the bytes at `offset` of the locked file (its lock's descriptor appends: O_APPEND makes
+    Linux's pwrite append too), through a descriptor of its own, checked to be the locked file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (lock.st.st_dev, lock.st.st_ino):
+            raise OSError(errno.ESTALE, "the file was replaced while it was locked", path)
+        if os.pwrite(fd, data, offset) != len(data):
+            raise OSError(errno.EIO, f"a short write at byte {offset}", path)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copies bytes 0 to `size` of `src_fd` to the same offsets of `dst_fd`: in the kernel (copy_file_range, which
+    shares blocks where the filesystem can), else through a buffer."""
+    offset = 0
+    kernel = getattr(os, "copy_file_range", None)
+    while offset < size:
+        if kernel is not None:
+            try:
+                n = kernel(src_fd, dst_fd, size - offset, offset, offset)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                kernel = None
+                continue
+        else:
+            data = memoryview(os.pread(src_fd, min(size - offset, 1 << 20), offset))
+            n = written = len(data)
+            while written:
+                written -= os.pwrite(dst_fd, data[n - written :], offset + n - written)
+        if n == 0:
+            raise OSError(errno.EIO, f"the source ended at byte {offset} of {size} while it was copied")
+        offset += n
 
 
 # ---- the writer lock -------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ Two rules make a turn land whole or not at all, told from the stored bytes alone
   its line break (JSON whitespace: every JSON reader ignores it). A line break after a TAB does not end a turn, and
   a last line without its line break that starts with a TAB is a turn cut short, so a turn cut anywhere is seen to
   be unfinished;
-- gzip and encrypted: a turn is one member or one token, which is whole or detectably cut short.
+- gzip and encrypted: a turn is one member or one token, which is whole or detectably cut short. A frame of a
+  turn of several messages says so (the top bit of the message count in its header, `TURN_FLAG`); the messages of
+  any other frame (a block of a save, a member of another tool) are turns of one message each, as the lines of a
+  plain file without TABs are.
 
 An encrypted frame starts (inside the authenticated plaintext) with a header that binds it to its conversation
 and its place in it: a random id per conversation, the number of messages before the frame and its own count. A
@@ -38,8 +41,10 @@ __all__ = [
     "Record",
     "Scan",
     "kind_of",
+    "last_turn",
     "last_turn_start",
     "mark_turn",
+    "member_is_turn",
     "scan",
 ]
 
@@ -65,6 +70,8 @@ _GZIP_START = 0x1F
 # The header of an encrypted frame's plaintext: magic, conversation id, messages before, messages in the frame.
 _BOUND = struct.Struct("<4s16sQI")
 _BOUND_MAGIC = b"\x00CC\x01"
+# The top bit of a frame header's message count (gzip member and encrypted header alike) marks a turn.
+TURN_FLAG = 1 << 31
 ID_BYTES = 16
 
 Stored = Union[bytes, memoryview, _core.Encoded]
@@ -110,6 +117,7 @@ class Opened(NamedTuple):
     conversation: bytes | None
     before: int | None
     messages: int | None
+    turn: bool = False  # the frame is one turn (else each of its messages is one)
 
 
 def kind_of(first: int | None) -> str | None:
@@ -141,6 +149,22 @@ def last_turn_start(data: bytes) -> int:
         if i == 0 or data[i - 1] != 9:
             return i + 1
     return 0
+
+
+def last_turn(turns: list[int], messages: int) -> int:
+    """How many messages the last turns hold, taking turns (their sizes, in order) from the end until they hold at
+    least `messages`: the length of the shortest tail that starts at a turn's start."""
+    held = 0
+    for size in reversed(turns):
+        if held >= messages:
+            break
+        held += size
+    return held
+
+
+def member_is_turn(member: bytes) -> bool:
+    """Whether a gzip member of ours is marked as one turn (section 1.3: the top bit of its message count)."""
+    return ours(member) and member[23] & 0x80 != 0
 
 
 def scan(kind: str, data: bytes, base: int, *, turns: bool = False) -> Scan:
@@ -243,17 +267,21 @@ class Framing:
     def seal(self, jsonl: Stored, count: int, *, before: int, conversation: bytes, turn: bool = False) -> Stored:
         """One frame of `count` messages stored: `before` messages precede it in the conversation `conversation`
         (the encrypted kind's id). A `turn` of several plain messages gets its TABs."""
+        turn = turn and count > 1
         if self.compressed:
-            jsonl = _core.gzip_member(bytes(jsonl), level=self.level, count=count)
-        elif turn and count > 1 and self.cipher is None:
+            jsonl = _core.gzip_member(bytes(jsonl), level=self.level, count=count, turn=turn)
+        elif turn and self.cipher is None:
             jsonl = mark_turn(jsonl)
         if self.cipher is None:
             return jsonl
-        return self._encrypt(jsonl, count, before, conversation)
+        return self._encrypt(jsonl, count, before, conversation, turn)
 
-    def _encrypt(self, body: Stored, count: int, before: int, conversation: bytes) -> bytes:
+    def _encrypt(self, body: Stored, count: int, before: int, conversation: bytes, turn: bool = False) -> bytes:
         assert self.cipher is not None
-        plaintext = _BOUND.pack(_BOUND_MAGIC, conversation, before, count) + bytes(body)
+        if count >= TURN_FLAG:
+            raise ValueError(f"a frame of {count} messages (its header holds at most {TURN_FLAG - 1})")
+        field = count | TURN_FLAG if turn else count
+        plaintext = _BOUND.pack(_BOUND_MAGIC, conversation, before, field) + bytes(body)
         return self.cipher.encrypt(plaintext) + b"\n"
 
     def seal_all(self, blocks: Iterable[_core.Encoded], conversation: bytes) -> Iterator[tuple[Stored, int]]:
@@ -285,14 +313,16 @@ class Framing:
             return Opened(stored, None, None, None)
         plaintext = crypto.decrypt(self.cipher, stored.strip(_WHITESPACE), source, offset)
         conversation = before = count = None
+        turn = False
         if plaintext[:4] == _BOUND_MAGIC:
             if len(plaintext) < _BOUND.size:
                 raise CorruptFileError(source, offset, "an encrypted frame's header is cut short")
             _, conversation, before, count = _BOUND.unpack_from(plaintext)
+            turn, count = count >= TURN_FLAG, count & ~TURN_FLAG
             plaintext = plaintext[_BOUND.size :]
         if body and plaintext[:2] == _GZIP_MAGIC:
             plaintext = _core.gunzip(plaintext, base=0, source=f"{source} (frame at byte {offset})")
-        return Opened(plaintext, conversation, before, count)
+        return Opened(plaintext, conversation, before, count, turn)
 
     def check(self, kind: str | None, source: str, *, writing: bool) -> None:
         """Refuse stored data of a kind this codec must not read or extend."""

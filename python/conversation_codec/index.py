@@ -120,20 +120,35 @@ class Index:
     def extend(self, lock: files.WriterLock, size: int, records: list[Record]) -> int:
         """Adds records at the end of the index, which the caller found sound and `size` bytes long. Returns the
         new size, or 0 if it could not be written (then no index is left)."""
+        return self._write_end(lock, size, size, records)
+
+    def replace_last(self, lock: files.WriterLock, size: int, record: Record | None) -> int:
+        """Replaces the last record of the index, which the caller found sound and `size` bytes long, with
+        `record` (None: removes it). Returns the new size, or 0 if no index is left."""
+        if size - RECORD <= HEADER and record is None:
+            self.drop(lock)
+            return 0
+        return self._write_end(lock, size, size - RECORD, [] if record is None else [record])
+
+    def _write_end(self, lock: files.WriterLock, size: int, keep: int, records: list[Record]) -> int:
+        """Keeps the first `keep` bytes of the index (found sound and `size` bytes long) and writes `records`
+        after them. Returns the new size, or 0 if it could not be written (then no index is left)."""
         assert lock.fd >= 0, "only the writer holding the lock writes the index"
         try:
-            payload = _core.pack_records(records)
+            payload = _core.pack_records(records) if records else b""
             fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 if os.fstat(fd).st_size != size:  # changed since it was read: rewrite it rather than guess
                     raise OSError("index changed")
-                os.pwrite(fd, payload, size)
+                if keep < size:
+                    os.ftruncate(fd, keep)
+                os.pwrite(fd, payload, keep)
             finally:
                 os.close(fd)
         except (OSError, ValueError):
             self.drop(lock)
             return 0
-        return size + len(payload)
+        return keep + len(payload)
 
     def drop(self, lock: files.WriterLock) -> None:
         # If even the removal fails (a read-only folder), the index left behind no longer matches the data file

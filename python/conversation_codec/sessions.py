@@ -237,12 +237,21 @@ class SessionStore:
         _check_place(shard_dir, path)
         return self._codec(path, session_id)
 
+    def fork(self, session_id: str, new_id: str) -> SessionCodec:
+        """Copies session `session_id` into a new session `new_id` and returns its codec: `ConversationCodec.fork`
+        (FileExistsError if `new_id` has a file; nothing is copied from a session without one)."""
+        source = self.conversation(session_id)
+        shard_dir, _, path = self._place(new_id)
+        _check_place(shard_dir, path)
+        source._store.fork(path)
+        return self._codec(path, new_id)
+
     def sessions(self) -> Iterator[str]:
         """The ids of the stored sessions, as given, in no particular order; streamed shard by shard.
 
         Lists only files the store wrote: in a shard folder (not a link), a regular file whose name is the
         encoding of an id that belongs in that shard. The codec's side files (`.idx`, `.torn-*`, `.damaged`,
-        `.tmp`) and anything foreign are skipped. A missing root holds no session.
+        `.pop`, `.tmp`) and anything foreign are skipped. A missing root holds no session.
         """
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -269,6 +278,10 @@ class SessionStore:
     async def asessions(self) -> list[str]:
         """The ids of `sessions()`, listed in a worker thread (100,000 take a fraction of a second)."""
         return await asyncio.to_thread(lambda: list(self.sessions()))
+
+    async def afork(self, session_id: str, new_id: str) -> SessionCodec:
+        """`fork()` in a worker thread."""
+        return await asyncio.to_thread(self.fork, session_id, new_id)
 
     async def adelete(self, session_id: str, *, missing_ok: bool = False) -> None:
         """`delete()` in a worker thread (it may wait for a save of the session to finish)."""

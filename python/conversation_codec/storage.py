@@ -20,8 +20,10 @@ The rules, all of them here:
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -40,7 +42,9 @@ from .frames import (
     Scan,
     first_byte,
     kind_of,
+    last_turn,
     last_turn_start,
+    member_is_turn,
     ours,
     scan,
 )
@@ -54,6 +58,10 @@ _BACK = 64 << 10  # bytes read at a time when looking back for the last whole tu
 _TAB_NEWLINE = b"\t\n"
 _ALTERED = "an encrypted frame fails authentication under the key that opens the rest of the file: it was altered"
 _KEY_WINDOW = 4 << 20  # bytes read at each end of a file to find a frame to try a key on
+# A pop that replaces the last frame writes its intent first to `<name>.pop`: the file's identity, where it is cut,
+# its size and the CRC of the bytes from the cut before (what it was), then the frame that goes at the cut.
+PENDING = ".pop"
+_INTENT = struct.Struct("<QQQQI")
 
 
 @dataclass
@@ -197,20 +205,42 @@ class FileStore:
         found = self._scan(view, data, view.start)
         return self._decode(view.kind, data, view.start, found.frames, Binding(self.path))
 
-    def tail(self, view: View, last: int) -> list[Any]:
-        """The last `last` messages: through the index when it is sound (reading only the frames that hold them),
-        else from the whole file."""
+    def tail(self, view: View, last: int, *, whole_turns: bool = False) -> list[Any]:
+        """The last `last` messages (with `whole_turns`, from the start of the turn that holds the first of them):
+        through the index when it is sound (reading only the frames that hold them), else from the whole file.
+        The index's frames hold whole turns, so the turn that holds the first message is among them."""
         records = self.index.tail(view.identity, view.size, last)
         if records is not None:
             start = records[0].offset
             data = files.read_at(view.fd, view.size - start, start)
             if _crcs_match(data, start, records):
-                past = records[-1].end
-                found = self._scan(view, data[past - start :], past)
-                frames = [(r.offset, r.length, r.messages) for r in records] + found.frames
                 binding = Binding(self.path, before=records[0].before)
-                return self._decode(view.kind, data, start, frames, binding)[-last:]
-        return self.load(view)[-last:]
+                if whole_turns and view.kind == PLAIN:  # a plain frame may hold many turns: cut it into turns
+                    frames = self._scan(view, data, start, turns=True).frames
+                else:
+                    past = records[-1].end
+                    found = self._scan(view, data[past - start :], past)
+                    frames = [(r.offset, r.length, r.messages) for r in records] + found.frames
+                return self._last(view.kind, data, start, frames, binding, last, whole_turns)
+        if not whole_turns:
+            return self.load(view)[-last:]
+        data = files.read_at(view.fd, view.size - view.start, view.start)
+        frames = self._scan(view, data, view.start, turns=True).frames
+        return self._last(view.kind, data, view.start, frames, Binding(self.path), last, whole_turns)
+
+    def _last(
+        self,
+        kind: str,
+        data: bytes,
+        base: int,
+        frames: list[tuple[int, int, int]],
+        binding: Binding,
+        last: int,
+        whole_turns: bool,
+    ) -> list[Any]:
+        turns: list[int] | None = [] if whole_turns else None
+        messages = self._decode(kind, data, base, frames, binding, turns)
+        return messages[-(last if turns is None else last_turn(turns, last)) :]
 
     def _sound_last(self, fd: int, identity: Identity, size: int) -> Sound | None:
         """The index's last record, when the index is this file's and the record's frame has the CRC it says: the
@@ -273,21 +303,35 @@ class FileStore:
                 return
 
     def _decode(
-        self, kind: str, data: bytes, base: int, frames: list[tuple[int, int, int]], binding: Binding
+        self,
+        kind: str,
+        data: bytes,
+        base: int,
+        frames: list[tuple[int, int, int]],
+        binding: Binding,
+        turns: list[int] | None = None,
     ) -> list[Any]:
-        """The messages of `frames`, whole frames found in `data` (which starts at offset `base`)."""
+        """The messages of `frames`, whole frames found in `data` (which starts at offset `base`). The sizes of the
+        turns they make are added to `turns`, if given: a plain frame is then one turn (scanned with `turns`), a
+        frame of another kind one turn if it says so (frames.TURN_FLAG), else as many as it holds messages."""
         if not frames:
             return []
         start, end = frames[0][0] - base, frames[-1][0] + frames[-1][1] - base
         stretch = data[start:end] if (start, end) != (0, len(data)) else data
         source = self.path if frames[0][0] == 0 else f"{self.path} (from byte {frames[0][0]})"
+        if kind == FERNET:
+            messages: list[Any] = []
+            for offset, length, _ in frames:
+                messages += self._open_counted(data[offset - base : offset - base + length], offset, binding, turns)
+            return messages
         if kind == PLAIN:
-            return _core.decode_lines(stretch, source=source)
-        if kind == GZIP:
-            return _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.path), source=source)
-        messages: list[Any] = []
-        for offset, length, _ in frames:
-            messages += self._open_counted(data[offset - base : offset - base + length], offset, binding)
+            messages = _core.decode_lines(stretch, source=source)
+        else:
+            messages = _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.path), source=source)
+        if turns is not None:
+            for offset, _, count in frames:
+                whole = kind == PLAIN or member_is_turn(data[offset - base : offset - base + 26])
+                turns += [count] if whole else [1] * count
         return messages
 
     def _count_frame(self, stored: bytes, offset: int, binding: Binding) -> int:
@@ -299,15 +343,17 @@ class FileStore:
         binding.check(opened, opened.messages, offset)
         return opened.messages
 
-    def _open_counted(self, stored: bytes, offset: int, binding: Binding) -> list[Any]:
-        """The messages of one encrypted frame, checked to be in its place."""
+    def _open_counted(self, stored: bytes, offset: int, binding: Binding, turns: list[int] | None = None) -> list[Any]:
+        """The messages of one encrypted frame, checked to be in its place (its turns added to `turns`)."""
         opened = self.framing.open(stored, self.path, offset)
         messages = _core.decode_lines(opened.jsonl, source=f"{self.path} (frame at byte {offset})")
         binding.check(opened, len(messages), offset)
+        if turns is not None:
+            turns += [len(messages)] if opened.turn else [1] * len(messages)
         return messages
 
-    def _scan(self, view: View, data: bytes, base: int) -> Scan:
-        return self._checked(view, self.framing.scan(view.kind, data, base), base + len(data))
+    def _scan(self, view: View, data: bytes, base: int, *, turns: bool = False) -> Scan:
+        return self._checked(view, self.framing.scan(view.kind, data, base, turns=turns), base + len(data))
 
     def _checked(self, view: View, found: Scan, end: int) -> Scan:
         """`found`, once damage is raised and a torn tail (up to `end`) reported."""
@@ -407,6 +453,8 @@ class FileStore:
         if known is not None and (known.identity, known.size, known.mtime) == (identity, st.st_size, st.st_mtime_ns):
             return known
         self._known = None
+        if self._finish_pop(lock):
+            st = lock.st = os.fstat(lock.fd)
         size = st.st_size
         head = self._head(lock.fd, size)
         if head is None:
@@ -481,6 +529,140 @@ class FileStore:
             files.flush(lock.fd)
         return cut, name
 
+    # ---- pop and fork: the last turn taken off, the conversation copied ------------------------------------------
+
+    def pop(self, *, turn: bool) -> list[Any]:
+        """Takes the last turn (`turn`) or the last message off the conversation and returns it ([] if it is empty).
+        The file is never rewritten: it is cut where what is taken starts.
+
+        In a plain file, the last message of a turn of several is first made a turn of its own (the TAB before its
+        line break becomes a space, one byte written in place), then cut off: every state a reader or a crash
+        can see holds the old messages or the new ones. In a gzip or encrypted file, when messages of the last
+        frame stay (the rest of a turn of several, or the earlier messages of a save's block), the frame that
+        holds them is written at the cut, its intent kept in `<name>.pop` until then (`_cut_and_write`)."""
+        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        with files.WriterLock(real, create=False) as lock:
+            if lock is None:
+                return []
+            known = self._prepare_judged(lock)
+            if known.messages == 0:
+                return []
+            if known.records is not None:
+                last, index_size = known.records[-1], 0
+            else:
+                found = self.index.last(known.identity, known.size)
+                assert found is not None, "a sound index was just extended"
+                last, index_size = found
+            stored = files.read_at(lock.fd, last.length, last.offset)
+            kind = self.framing.kind
+            frames = self.framing.scan(kind, stored, last.offset, turns=True).frames  # plain: its turns
+            turns: list[int] = []
+            messages = self._decode(kind, stored, last.offset, frames, Binding(self.path, before=last.before), turns)
+            taken = turns[-1] if turn else 1
+            if kind == PLAIN:
+                cut = frames[-1][0]  # where the last turn starts
+                if taken < turns[-1]:  # one line of a turn of several: the last line starts after its last TAB LF
+                    cut = last.offset + stored.rindex(_TAB_NEWLINE, cut - last.offset) + 2
+                    files.write_in_place(real, lock, b" ", cut - 2)
+                self._cut_and_write(lock, cut, b"")
+            else:  # a frame is one turn, or a block of single-message turns: what stays keeps what it was
+                kept = messages[: len(messages) - taken]
+                frame = b""
+                if kept:
+                    sealed = self.framing.seal(
+                        _core.encode_lines(kept),
+                        len(kept),
+                        before=last.before,
+                        conversation=known.conversation,
+                        turn=len(turns) == 1,
+                    )
+                    frame = bytes(sealed)
+                self._cut_and_write(lock, last.offset, frame)
+            if index_size:
+                end = os.fstat(lock.fd).st_size
+                rest = files.read_at(lock.fd, end - last.offset, last.offset)
+                record = Record(last.offset, len(rest), last.messages - taken, last.before, _core.crc32(rest))
+                self.index.replace_last(lock, index_size, record if rest else None)
+            self._known = None
+            return messages[len(messages) - taken :]
+
+    def _cut_and_write(self, lock: files.WriterLock, cut: int, frame: bytes) -> None:
+        """Cuts the locked file at `cut` and writes `frame` there. When `frame` is not empty, its intent goes first
+        to `<name>.pop`, so that a crash between the cut and the write loses nothing: the next writer to take the
+        lock finishes it (`_finish_pop`). A reader in between sees the file without the frame."""
+        pending = self.path + PENDING
+        size = os.fstat(lock.fd).st_size
+        old = files.read_at(lock.fd, size - cut, cut)
+        if frame:
+            intent = _INTENT.pack(lock.st.st_dev, lock.st.st_ino, cut, size, _core.crc32(old)) + frame
+            files.replace(pending, [intent], durable=self.durable, mode=files.NEW_FILE_MODE)
+        try:
+            os.ftruncate(lock.fd, cut)
+            files.write_all(lock.fd, frame)
+            if self.durable:
+                files.flush(lock.fd)
+        except BaseException:
+            # The bytes cut off go back (they fit where they were) and the pop is called off; if even that
+            # fails, the intent stays for the next writer to finish the pop.
+            with suppress(OSError):
+                os.ftruncate(lock.fd, cut)
+                files.write_all(lock.fd, old)
+                if self.durable:
+                    files.flush(lock.fd)
+                os.unlink(pending)
+            self._known = None
+            raise
+        if frame:
+            os.unlink(pending)
+            if self.durable:  # an intent that came back after a power cut could undo a later pop
+                files.flush_folder(os.path.dirname(pending) or ".")
+
+    def _finish_pop(self, lock: files.WriterLock) -> bool:
+        """Finishes a pop that a crash interrupted (its intent is in `<name>.pop`): whether the file changed."""
+        pending = self.path + PENDING
+        try:
+            with open(pending, "rb") as f:
+                intent = f.read()
+        except FileNotFoundError:
+            return False
+        st = lock.st
+        if len(intent) < _INTENT.size:  # cut short: the pop never began (the intent is renamed into place whole)
+            os.unlink(pending)
+            return False
+        dev, ino, cut, size, was = _INTENT.unpack_from(intent)
+        frame = intent[_INTENT.size :]
+        now = st.st_size
+        if (dev, ino) != (st.st_dev, st.st_ino) or cut > now:
+            os.unlink(pending)  # another file now (a save replaced it): the intent is not its
+            return False
+        untouched = now == size and _core.crc32(files.read_at(lock.fd, now - cut, cut)) == was
+        if not untouched and (now >= cut + len(frame) or files.read_at(lock.fd, now - cut, cut) != frame[: now - cut]):
+            # Done before the crash (and maybe written to since): the file was flushed before the intent went.
+            os.unlink(pending)
+            return False
+        self._cut_and_write(lock, cut, frame)  # not begun, or cut and the frame partly written: again, whole
+        return True
+
+    def fork(self, path: str) -> None:
+        """Copies the conversation into a new file at `path` (FileExistsError if there is one): its bytes as they
+        are (blocks shared where the filesystem can), taken under the lock so that no write is half in it, and
+        its index for the copy."""
+        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        with files.WriterLock(real, create=False) as lock:
+            if lock is None:
+                if os.path.lexists(path):
+                    raise FileExistsError(errno.EEXIST, "the fork's file exists", path)
+                return
+            known = self._prepare_judged(lock)
+            records = known.records
+            if records is None:
+                records = self.index.tail(known.identity, known.size, 1 << 62)
+            files.copy_new(lock.fd, known.size, path, durable=self.durable)
+        if records:
+            with files.WriterLock(path, create=False) as copy:
+                if copy is not None:
+                    Index(path).write(copy, (copy.st.st_dev, copy.st.st_ino), records)
+
     def replace(self, blocks: Iterable[_core.Encoded]) -> None:
         """Replaces the conversation with `blocks` of encoded JSONL (streamed: bounded memory)."""
         real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
@@ -494,6 +676,8 @@ class FileStore:
         """Replaces the locked file with `blocks`, sealed (`turn`: one block, sealed as an appended turn)."""
         if not lock.created:
             self._keep_torn_tail(lock)
+            with suppress(FileNotFoundError):
+                os.unlink(self.path + PENDING)  # a pop that a crash interrupted: the save replaces what it was for
         conversation = os.urandom(16)
         records: list[Record] = []
         framing = self.framing
@@ -595,6 +779,8 @@ class FileStore:
             salvage = self._salvage(view.kind, data, view.start)
             salvage.raise_for_key()
             index = self._check_index(view, data, salvage)
+            if os.path.exists(self.path + PENDING):
+                salvage.errors.append((view.size, f"a pop was cut short; {self.path}{PENDING} holds the rest of it"))
             return Report(
                 ok=not salvage.errors and salvage.torn is None and not index.startswith("wrong"),
                 messages=len(salvage.messages),
@@ -635,6 +821,8 @@ class FileStore:
             if lock is None:
                 return written, report
             self._known = None
+            if self._finish_pop(lock):
+                lock.st = os.fstat(lock.fd)
             size = lock.st.st_size
             head = self._head(lock.fd, size)
             if head is None:

@@ -1,0 +1,438 @@
+"""Turns: `load(last=n, whole_turns=True)`, `pop()`, `pop_turn()` and `fork()`.
+
+A turn is what one `append_turn` wrote; each message of a `save()` is a turn of its own. Every test here checks the
+codec against a model: the list of turns a conversation is made of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import FORMATS
+from conversation_codec import ConversationCodec, SessionStore, storage
+from conversation_codec.frames import TURN_FLAG
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+Turns = list[list[Any]]
+
+
+def flat(turns: Turns) -> list[Any]:
+    return [m for turn in turns for m in turn]
+
+
+def whole_tail(turns: Turns, last: int) -> list[Any]:
+    """The model of `load(last, whole_turns=True)`: whole turns from the end until they hold `last` messages."""
+    taken: Turns = []
+    for turn in reversed(turns):
+        if sum(map(len, taken)) >= last:
+            break
+        taken.insert(0, turn)
+    return flat(taken)
+
+
+def build(codec: ConversationCodec, saved: int, appended: list[int]) -> Turns:
+    """A conversation of `saved` saved messages and then turns of the sizes `appended`; returns its turns."""
+    turns: Turns = [[{"saved": i}] for i in range(saved)]
+    codec.save(flat(turns))
+    for n, size in enumerate(appended):
+        turn = [{"turn": n, "m": k, "text": "x" * (n % 7)} for k in range(size)]
+        codec.append_turn(turn)
+        turns.append(turn)
+    return turns
+
+
+# ---- load(last, whole_turns=True) -----------------------------------------------------------------------------
+
+
+def test_a_tail_never_starts_inside_a_turn(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 4, [1, 3, 2, 1, 4, 2])
+    messages = flat(turns)
+    for last in range(1, len(messages) + 2):
+        assert codec.load(last=last, whole_turns=True) == whole_tail(turns, last), last
+        assert codec.load(last=last) == messages[-last:], last
+
+
+def test_a_tool_result_comes_with_the_call_that_asked_for_it(conv_path: Path, options: dict[str, Any]) -> None:
+    """The openai-agents issue 3738 case: the last two items are a call's result and the answer; a plain tail of
+    two would start with the result, orphaned."""
+    codec = ConversationCodec(conv_path, **options)
+    codec.append_turn({"role": "user", "content": "weather?"})
+    call = {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"}
+    result = {"type": "function_call_output", "call_id": "c1", "output": "sunny"}
+    answer = {"role": "assistant", "content": "Sunny."}
+    codec.append_turn([call, result, answer])
+    assert codec.load(last=2) == [result, answer]
+    assert codec.load(last=2, whole_turns=True) == [call, result, answer]
+
+
+@pytest.mark.parametrize("index", ["sound", "missing", "stale"])
+def test_whole_turns_with_or_without_the_index(conv_path: Path, options: dict[str, Any], index: str) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 300, [5, 1, 9, 2] * 30)
+    index_path = Path(str(conv_path) + ".idx")
+    if index == "missing":
+        index_path.unlink()
+    elif index == "stale":
+        index_path.write_bytes(index_path.read_bytes()[:-8] + b"\0" * 8)
+    for last in (1, 2, 5, 6, 16, 17, 100, 455, 500, 10_000):
+        assert ConversationCodec(conv_path, **options).load(last=last, whole_turns=True) == whole_tail(turns, last)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fmt=st.sampled_from(sorted(FORMATS)),
+    saved=st.integers(0, 5),
+    appended=st.lists(st.integers(1, 5), max_size=12),
+    pops=st.lists(st.booleans(), max_size=6),
+    last=st.integers(1, 40),
+)
+def test_turns_follow_the_model_through_appends_and_pops(
+    tmp_path: Path, fmt: str, saved: int, appended: list[int], pops: list[bool], last: int
+) -> None:
+    if "fernet_key" in FORMATS[fmt]:
+        pytest.importorskip("cryptography.fernet")
+    path = tmp_path / f"{fmt}-{saved}-{len(appended)}-{len(pops)}-{last}.jsonl"
+    path.unlink(missing_ok=True)
+    codec = ConversationCodec(path, **FORMATS[fmt])
+    turns = build(codec, saved, appended)
+    for whole in pops:
+        if whole:
+            assert codec.pop_turn() == (turns.pop() if turns else [])
+        elif turns:
+            assert codec.pop() == turns[-1].pop()
+            if not turns[-1]:
+                turns.pop()
+        else:
+            with pytest.raises(IndexError):
+                codec.pop()
+    assert codec.load() == flat(turns)
+    assert len(codec) == len(flat(turns))
+    assert ConversationCodec(path, **FORMATS[fmt]).load(last=last, whole_turns=True) == whole_tail(turns, last)
+    report = codec.verify()
+    assert report.ok and report.messages == len(flat(turns)), report
+
+
+# ---- pop and pop_turn ---------------------------------------------------------------------------------------------
+
+
+def test_pop_takes_the_last_message_and_keeps_the_rest_of_its_turn_a_turn(
+    conv_path: Path, options: dict[str, Any]
+) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    codec.append_turn({"q": 1})
+    codec.append_turn([{"a": 1}, {"a": 2}, {"a": 3}])
+    assert codec.pop() == {"a": 3}
+    assert codec.load(last=1, whole_turns=True) == [{"a": 1}, {"a": 2}]
+    assert codec.pop_turn() == [{"a": 1}, {"a": 2}]
+    assert codec.load() == [{"q": 1}]
+    assert codec.pop_turn() == [{"q": 1}]
+    assert codec.load() == [] and len(codec) == 0
+    assert codec.pop_turn() == []
+    with pytest.raises(IndexError, match="empty conversation"):
+        codec.pop()
+
+
+def test_pop_of_a_missing_conversation(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path)
+    assert codec.pop_turn() == []
+    with pytest.raises(IndexError):
+        codec.pop()
+    assert not conv_path.exists()
+
+
+def test_a_pop_cuts_the_file_and_never_rewrites_it(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    build(codec, 50, [3] * 40)
+    before = conv_path.read_bytes()
+    inode = conv_path.stat().st_ino
+    popped = codec.pop_turn()
+    after = conv_path.read_bytes()
+    assert conv_path.stat().st_ino == inode
+    assert before.startswith(after) and len(after) < len(before)
+    assert popped == [{"turn": 39, "m": k, "text": "x" * (39 % 7)} for k in range(3)]
+    codec.pop()  # the rest of a turn of three is written where the turn was
+    assert conv_path.read_bytes()[: len(after) - 400] == after[: len(after) - 400]
+    assert conv_path.stat().st_ino == inode
+
+
+def test_pops_keep_the_index_sound_so_appends_stay_cheap(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 1000, [2] * 20)
+    for _ in range(5):
+        assert codec.pop() == turns[-1].pop()
+        assert codec.pop_turn() == turns.pop()
+    codec.append_turn([{"new": 1}, {"new": 2}])
+    turns.append([{"new": 1}, {"new": 2}])
+    report = codec.verify()
+    assert report.ok and report.index == "sound", report
+    assert codec.load() == flat(turns)
+    assert ConversationCodec(conv_path, **options).load(last=3, whole_turns=True) == whole_tail(turns, 3)
+
+
+def test_pop_into_a_save_takes_one_message(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    codec.save([{"i": i} for i in range(4)])
+    assert codec.pop_turn() == [{"i": 3}]
+    assert codec.pop() == {"i": 2}
+    codec.append_turn([{"t": 1}, {"t": 2}])
+    assert codec.load(last=1, whole_turns=True) == [{"t": 1}, {"t": 2}]
+    assert codec.load() == [{"i": 0}, {"i": 1}, {"t": 1}, {"t": 2}]
+
+
+def test_pop_of_a_file_of_another_writer(conv_path: Path) -> None:
+    """Lines written by another tool are turns of one message each, whatever their line endings."""
+    conv_path.write_bytes(b'{"a":1}\r\n{"b":2}\r\n{"c":3}')
+    codec = ConversationCodec(conv_path)
+    assert codec.pop() == {"c": 3}
+    assert codec.pop_turn() == [{"b": 2}]
+    assert conv_path.read_bytes() == b'{"a":1}\r\n'
+
+
+def test_a_turn_is_flagged_in_gzip_and_still_reads_with_gzip(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path, compressed=True)
+    codec.save([{"s": 1}, {"s": 2}])
+    codec.append_turn([{"t": 1}, {"t": 2}])
+    data = conv_path.read_bytes()
+    second = data.index(b"\x1f\x8b", 1)
+    assert int.from_bytes(data[20:24], "little") == 2  # a block of a save: no flag
+    assert int.from_bytes(data[second + 20 : second + 24], "little") == 2 | TURN_FLAG
+    assert gzip.decompress(data) == b'{"s":1}\n{"s":2}\n{"t":1}\n{"t":2}\n'
+
+
+# ---- a pop cut short --------------------------------------------------------------------------------------------
+
+
+_KILLED_POP = """
+import os, sys
+from conversation_codec import ConversationCodec, files, storage
+import _helpers
+options = dict(_helpers.FORMATS[sys.argv[2]])
+if "fernet_key" in options:
+    options["fernet_key"] = os.environb[b"TEST_KEY"]  # the parent's key: _helpers makes a new one per process
+where = sys.argv[3]
+real_truncate, real_write = os.ftruncate, files.write_all
+def truncate(fd, size):
+    if where == "before the cut":
+        os._exit(9)
+    real_truncate(fd, size)
+    if where == "after the cut":
+        os._exit(9)
+def write_all(fd, *chunks):  # the first write is the intent's, the second the frame's
+    calls.append(fd)
+    data = b"".join(bytes(c) for c in chunks)
+    if len(calls) == 1:
+        return real_write(fd, data)
+    real_write(fd, data[: len(data) // 2])
+    os._exit(9)
+calls = []
+storage.os.ftruncate = truncate
+if where == "inside the write":
+    files.write_all = write_all
+ConversationCodec(sys.argv[1], **options).pop()
+"""
+
+
+def _kill_a_pop(path: Path, fmt: str, where: str) -> None:
+    key = FORMATS["fernet"]["fernet_key"].decode()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "TEST_KEY": key}
+    args = [sys.executable, "-c", textwrap.dedent(_KILLED_POP), str(path), fmt, where]
+    assert subprocess.run(args, env=env, check=False).returncode == 9
+
+
+@pytest.mark.parametrize("where", ["before the cut", "after the cut"])
+def test_a_plain_pop_killed_midway_leaves_old_or_new(conv_path: Path, where: str) -> None:
+    """A plain pop of one message of a turn of several makes it a turn of its own, then cuts it off: killed in
+    between, the conversation is whole, its last message a turn of its own; nothing waits to be finished."""
+    codec = ConversationCodec(conv_path)
+    turns = build(codec, 3, [1, 4])
+    _kill_a_pop(conv_path, "plain", where)
+    assert not Path(str(conv_path) + storage.PENDING).exists()
+    if where == "before the cut":
+        turns[-1:] = [turns[-1][:-1], turns[-1][-1:]]
+    else:
+        turns[-1].pop()
+    reader = ConversationCodec(conv_path)
+    assert reader.load() == flat(turns)
+    assert reader.load(last=1, whole_turns=True) == turns[-1]
+    assert reader.verify().ok
+
+
+def test_a_reader_racing_plain_pops_never_sees_a_turn_come_back(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path)
+    build(codec, 0, [3] * 60)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def read() -> None:
+        reader = ConversationCodec(conv_path)
+        while not done.is_set():
+            seen.append(len(reader.load()))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for _ in range(150):
+            codec.pop()
+    finally:
+        done.set()
+        thread.join()
+    assert len(seen) > 10
+    assert seen == sorted(seen, reverse=True), "a reader saw messages vanish and come back"
+
+
+@pytest.mark.parametrize("fmt", ["gzip", "fernet", "gzip+fernet"])
+@pytest.mark.parametrize("where", ["before the cut", "after the cut", "inside the write"])
+def test_a_pop_killed_midway_is_finished_by_the_next_writer(conv_path: Path, fmt: str, where: str) -> None:
+    options = FORMATS[fmt]
+    if "fernet_key" in options:
+        pytest.importorskip("cryptography.fernet")
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 3, [1, 4])
+    _kill_a_pop(conv_path, fmt, where)
+    assert Path(str(conv_path) + storage.PENDING).exists()
+    turns[-1].pop()
+    if where != "before the cut":
+        report = ConversationCodec(conv_path, **options).verify()
+        assert not report.ok and "a pop was cut short" in report.errors[-1][1], report
+    writer = ConversationCodec(conv_path, **options)
+    writer.append_turn({"next": 1})
+    assert writer.load() == [*flat(turns), {"next": 1}]
+    assert writer.load(last=2, whole_turns=True) == [*turns[-1], {"next": 1}]
+    assert not Path(str(conv_path) + storage.PENDING).exists()
+    assert writer.verify().ok
+
+
+@pytest.mark.parametrize("fmt", ["gzip", "fernet"])
+def test_a_pop_whose_write_fails_changes_nothing(conv_path: Path, fmt: str) -> None:
+    options = FORMATS[fmt]
+    if "fernet_key" in options:
+        pytest.importorskip("cryptography.fernet")
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 2, [3])
+    before = conv_path.read_bytes()
+    real = storage.files.write_all
+    calls: list[int] = []
+
+    def full_disk(fd: int, *chunks: Any) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the first write is the intent's, the second the frame's
+            raise OSError(28, "No space left on device")
+        real(fd, *chunks)
+
+    storage.files.write_all = full_disk
+    try:
+        with pytest.raises(OSError, match="No space"):
+            codec.pop()
+    finally:
+        storage.files.write_all = real
+    assert conv_path.read_bytes() == before
+    assert not Path(str(conv_path) + storage.PENDING).exists()
+    assert codec.pop() == turns[-1][-1]
+
+
+def test_repair_finishes_a_pop_cut_short(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path, compressed=True)
+    turns = build(codec, 2, [3])
+    _kill_a_pop(conv_path, "gzip", "after the cut")
+    assert codec.load() == flat(turns[:-1])  # what a reader sees until a writer comes
+    assert codec.repair() == []
+    turns[-1].pop()
+    assert codec.load() == flat(turns) and codec.verify().ok
+    assert codec.load(last=1, whole_turns=True) == turns[-1]
+
+
+def test_an_intent_of_a_replaced_file_is_dropped(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path, compressed=True)
+    build(codec, 2, [3])
+    _kill_a_pop(conv_path, "gzip", "after the cut")
+    pending = Path(str(conv_path) + storage.PENDING)
+    assert pending.exists()
+    codec.save([{"fresh": 1}])  # a save replaces what the intent was for
+    assert not pending.exists()
+    codec.append_turn({"b": 2})
+    assert codec.load() == [{"fresh": 1}, {"b": 2}]
+
+
+# ---- fork ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_fork_is_the_same_conversation_and_then_its_own(tmp_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(tmp_path / "a.jsonl", **options)
+    turns = build(codec, 200, [3, 1, 2] * 20)
+    fork = codec.fork(tmp_path / "branches" / "b.jsonl")
+    assert isinstance(fork, ConversationCodec)
+    assert fork.load() == flat(turns)
+    assert fork.load(last=2, whole_turns=True) == whole_tail(turns, 2)
+    assert fork.verify().index == "sound"
+    assert (tmp_path / "branches" / "b.jsonl").stat().st_mode & 0o777 == 0o600
+    fork.append_turn({"branch": "b"})
+    codec.append_turn({"branch": "a"})
+    assert fork.load()[-1] == {"branch": "b"} and codec.load()[-1] == {"branch": "a"}
+    assert fork.load()[:-1] == codec.load()[:-1] == flat(turns)
+    assert fork.verify().ok and codec.verify().ok
+
+
+def test_a_fork_never_replaces_a_file(tmp_path: Path) -> None:
+    codec = ConversationCodec(tmp_path / "a.jsonl")
+    codec.append_turn({"a": 1})
+    (tmp_path / "b.jsonl").write_text('{"mine":1}\n')
+    with pytest.raises(FileExistsError):
+        codec.fork(tmp_path / "b.jsonl")
+    assert (tmp_path / "b.jsonl").read_text() == '{"mine":1}\n'
+    assert sorted(os.listdir(tmp_path)) == ["a.jsonl", "b.jsonl"]  # no temporary file left
+
+
+def test_a_fork_of_a_missing_conversation_is_empty(tmp_path: Path) -> None:
+    fork = ConversationCodec(tmp_path / "a.jsonl").fork(tmp_path / "b.jsonl")
+    assert fork.load() == [] and not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_fork_leaves_a_torn_tail_out(conv_path: Path, tmp_path: Path) -> None:
+    codec = ConversationCodec(conv_path)
+    codec.append_turn({"a": 1})
+    with conv_path.open("ab") as f:
+        f.write(b'\t{"cut":')
+    fork = codec.fork(tmp_path / "fork.jsonl")
+    assert (tmp_path / "fork.jsonl").read_bytes() == b'{"a":1}\n'
+    assert fork.verify().ok
+    assert list(tmp_path.glob("conversation.jsonl.torn-*"))  # set aside, as every writer does
+
+
+def test_async_pop_and_fork(tmp_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(tmp_path / "a.jsonl", **options)
+    build(codec, 1, [2, 2])
+
+    async def scenario() -> tuple[Any, list[Any], list[Any]]:
+        fork = await codec.afork(tmp_path / "b.jsonl")
+        return await codec.apop(), await codec.apop_turn(), await fork.aload(last=1, whole_turns=True)
+
+    popped, turn, tail = asyncio.run(scenario())
+    assert popped == {"turn": 1, "m": 1, "text": "x"}
+    assert turn == [{"turn": 1, "m": 0, "text": "x"}]
+    assert tail == [{"turn": 1, "m": 0, "text": "x"}, {"turn": 1, "m": 1, "text": "x"}]
+
+
+def test_a_session_forks_into_a_new_session(tmp_path: Path, options: dict[str, Any]) -> None:
+    store = SessionStore(tmp_path / "store", **options)
+    source = store.conversation("user-1")
+    source.append_turn([{"a": 1}, {"a": 2}])
+    branch = store.fork("user-1", "user-1/branch b")
+    assert branch.session_id == "user-1/branch b"
+    assert branch.load() == [{"a": 1}, {"a": 2}]
+    branch.pop()
+    assert source.load() == [{"a": 1}, {"a": 2}] and branch.load() == [{"a": 1}]
+    assert sorted(store.sessions()) == ["user-1", "user-1/branch b"]
+    with pytest.raises(FileExistsError):
+        store.fork("user-1/branch b", "user-1")
+    assert asyncio.run(store.afork("user-1", "user-2")).load() == [{"a": 1}, {"a": 2}]
