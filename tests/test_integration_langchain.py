@@ -65,6 +65,7 @@ def test_add_messages_is_one_turn(tmp_path: Path) -> None:
     assert history.messages == MESSAGES[:2]
 
 
+@pytest.mark.filterwarnings("ignore:The class `InMemoryChatMessageHistory` was deprecated")
 def test_converts_existing_histories_both_ways(tmp_path: Path) -> None:
     source = InMemoryChatMessageHistory(messages=list(MESSAGES))
     history = CodecChatMessageHistory.from_history(source, "imported", SessionStore(tmp_path))
@@ -98,6 +99,7 @@ def test_clear_and_async_variants(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
 def test_runnable_with_message_history(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     model = GenericFakeChatModel(messages=iter([AIMessage(content="Bonjour !"), AIMessage(content="Toujours beau.")]))

@@ -54,16 +54,18 @@ def test_implements_the_sdk_session_protocol(tmp_path: Path) -> None:
     assert isinstance(session.session_settings, SessionSettings)
 
 
-def test_items_round_trip_and_pop(tmp_path: Path) -> None:
+def test_items_round_trip_and_pop(tmp_path: Path, options: dict[str, Any]) -> None:
+    store = SessionStore(tmp_path, **options)  # plain, gzip, encrypted, both
+
     async def scenario() -> None:
-        session = CodecSession("user/1 ..", tmp_path)
+        session = CodecSession("user/1 ..", store)
         assert await session.get_items() == []
         assert await session.pop_item() is None
         await session.add_items([USER])
         await session.add_items([CALL, OUTPUT])
         await session.add_items([ANSWER])
         assert await session.get_items() == [USER, CALL, OUTPUT, ANSWER]
-        assert await CodecSession("user/1 ..", tmp_path).get_items() == [USER, CALL, OUTPUT, ANSWER]
+        assert await CodecSession("user/1 ..", store).get_items() == [USER, CALL, OUTPUT, ANSWER]
         assert await session.pop_item() == ANSWER
         assert await session.get_items() == [USER, CALL, OUTPUT]
         assert await session.pop_turn() == [CALL, OUTPUT]
