@@ -340,6 +340,11 @@ def check_state(prep: Prepared) -> Verdict:
     encrypted = is_encrypted(path)
     torn_kept = prep.torn_kept()
     c = reader(prep.fmt, path, prep.op)
+    if prep.op.startswith("pop"):  # a pop cut short is finished by the next writer: repair() is one
+        try:
+            c.repair()
+        except Exception as exc:
+            return Verdict("raised", [f"repair() raised {type(exc).__name__}: {exc}"], torn_kept)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -1,8 +1,10 @@
 """The write operations the crash-state and I/O-error suites put under stress, each from a folder prepared for it.
 
 A scenario is a folder in a known state (a conversation of several frames with its index, one with a torn tail, a
-file of the original design, no file at all...) and one call on it (`save`, `append_turn` or `encrypt`), with what a
-reader must find afterwards: the `old` conversation (the call did not happen) or the `new` one (it did, whole).
+file of the original design, no file at all...) and one call on it (`save`, `append_turn`, `encrypt`, `pop` or
+`pop_turn`), with what a reader must find afterwards: the `old` conversation (the call did not happen) or the `new`
+one (it did, whole). After a pop cut short, that is once a writer has come (`repair()`): a gzip or encrypted pop
+leaves its intent for the next writer (docs/FORMAT.md 3).
 Everything random comes from the `random.Random` passed in.
 """
 
@@ -30,7 +32,7 @@ FERNET_FORMATS = ("fernet", "gzip+fernet")
 
 @dataclass(frozen=True)
 class Scenario:
-    op: str  # "save", "append" or "encrypt"
+    op: str  # "save", "append", "encrypt", "pop" or "pop_turn"
     what: str
     formats: tuple[str, ...] = tuple(FORMATS)
     big: bool = False  # saves several frames through the writer thread: slower, full runs only by default
@@ -49,6 +51,8 @@ SCENARIOS: dict[str, Scenario] = {
         "append", "append_turn() to a file of the original design (no final line break)", ("plain", "fernet")
     ),
     "encrypt": Scenario("encrypt", "encrypt() of a plain or gzip conversation", FERNET_FORMATS),
+    "pop": Scenario("pop", "pop() of the last message of a turn of two (the other is written back)"),
+    "pop-turn": Scenario("pop_turn", "pop_turn() of a turn of two (a cut)"),
 }
 
 _WORDS = ["hello", "world", "é", "ü", "漢字", "🙂", "tab\there", "line\nbreak", 'quote"', "back\\slash", "\u2028", "0"]
@@ -119,6 +123,10 @@ class Prepared:
             c.save(self.payload)
         elif self.op == "append":
             c.append_turn(self.payload)
+        elif self.op == "pop":
+            c.pop()
+        elif self.op == "pop_turn":
+            c.pop_turn()
         else:
             c.encrypt()
 
@@ -235,7 +243,7 @@ def prepare(scenario: str, fmt: str, root: Path, rng: random.Random, *, big_byte
     path = root / rel
     old: list[Any] = []
     torn = None
-    if scenario in ("save-over", "save-over-torn", "save-big", "append", "append-torn"):
+    if scenario in ("save-over", "save-over-torn", "save-big", "append", "append-torn", "pop", "pop-turn"):
         old = _conversation(fmt, path, rng)
     if scenario in ("save-over-torn", "append-torn"):
         torn = _tear(fmt, path, rng)
@@ -254,6 +262,9 @@ def prepare(scenario: str, fmt: str, root: Path, rng: random.Random, *, big_byte
     elif op == "append":
         payload = messages(rng, 1 if scenario in ("append-new", "append-torn") else 2)
         new = old + payload
+    elif op.startswith("pop"):
+        payload = None
+        new = old[:-1] if op == "pop" else old[:-2]  # the conversation ends with a turn of two
     else:
         payload = None
         new = list(old)

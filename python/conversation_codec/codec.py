@@ -126,8 +126,9 @@ class ConversationCodec:
     def pop(self) -> Message:
         """Removes the last message and returns it (IndexError if there is none), without rewriting the file.
 
-        The file is cut where the last turn starts; the rest of that turn, if any, is written back as one turn. A
-        crash in between loses nothing: the rest is first kept in `<name>.pop`, and the next write finishes the pop.
+        The file is cut where the last message starts. In a gzip or encrypted file, where a turn is one frame, the
+        rest of its turn is written back as one frame; a pop cut short there (a crash, a failed write) is undone by
+        the next writer or `repair()`, from what it kept in `<name>.pop`: a pop that did not return did not happen.
         """
         popped = self._store.pop(turn=False)
         if not popped:

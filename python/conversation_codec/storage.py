@@ -58,10 +58,13 @@ _BACK = 64 << 10  # bytes read at a time when looking back for the last whole tu
 _TAB_NEWLINE = b"\t\n"
 _ALTERED = "an encrypted frame fails authentication under the key that opens the rest of the file: it was altered"
 _KEY_WINDOW = 4 << 20  # bytes read at each end of a file to find a frame to try a key on
-# A pop that replaces the last frame writes its intent first to `<name>.pop`: the file's identity, where it is cut,
-# its size and the CRC of the bytes from the cut before (what it was), then the frame that goes at the cut.
+# A pop that replaces the last frame first keeps what it replaces in `<name>.pop` (an undo log): where the file is
+# cut, the CRC-32 of the bytes just before the cut (which file it is: an inode is not kept by a copy or a restore),
+# the lengths of the bytes from the cut on (the old ones) and of the frame that replaces them, the CRC-32 of what
+# follows, then the old bytes and the frame.
 PENDING = ".pop"
-_INTENT = struct.Struct("<QQQQI")
+_UNDO = struct.Struct("<QIQQI")
+_BEFORE = 4096  # bytes before the cut that identify the file
 
 
 @dataclass
@@ -453,7 +456,7 @@ class FileStore:
         if known is not None and (known.identity, known.size, known.mtime) == (identity, st.st_size, st.st_mtime_ns):
             return known
         self._known = None
-        if self._finish_pop(lock):
+        if self._undo_pop(lock):
             st = lock.st = os.fstat(lock.fd)
         size = st.st_size
         head = self._head(lock.fd, size)
@@ -539,20 +542,26 @@ class FileStore:
         line break becomes a space, one byte written in place), then cut off: every state a reader or a crash
         can see holds the old messages or the new ones. In a gzip or encrypted file, when messages of the last
         frame stay (the rest of a turn of several, or the earlier messages of a save's block), the frame that
-        holds them is written at the cut, its intent kept in `<name>.pop` until then (`_cut_and_write`)."""
+        holds them is written at the cut, what it replaces kept in `<name>.pop` until then (`_cut_and_write`)."""
         real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 return []
             known = self._prepare_judged(lock)
+            found = None if known.records is not None else self.index.last(known.identity, known.size)
+            if known.records is None and found is None:  # the index, just found sound, cannot be read again
+                self.index.drop(lock)
+                self._known = None
+                known = self._prepare_judged(lock)
+                found = None if known.records is not None else self.index.last(known.identity, known.size)
             if known.messages == 0:
                 return []
             if known.records is not None:
                 last, index_size = known.records[-1], 0
-            else:
-                found = self.index.last(known.identity, known.size)
-                assert found is not None, "a sound index was just extended"
+            elif found is not None:
                 last, index_size = found
+            else:
+                raise OSError(errno.EIO, "the index cannot be read, nor removed", self.index.path)
             stored = files.read_at(lock.fd, last.length, last.offset)
             kind = self.framing.kind
             frames = self.framing.scan(kind, stored, last.offset, turns=True).frames  # plain: its turns
@@ -587,60 +596,63 @@ class FileStore:
             return messages[len(messages) - taken :]
 
     def _cut_and_write(self, lock: files.WriterLock, cut: int, frame: bytes) -> None:
-        """Cuts the locked file at `cut` and writes `frame` there. When `frame` is not empty, its intent goes first
-        to `<name>.pop`, so that a crash between the cut and the write loses nothing: the next writer to take the
-        lock finishes it (`_finish_pop`). A reader in between sees the file without the frame."""
+        """Cuts the locked file at `cut` and writes `frame` there. When `frame` is not empty, the bytes it replaces
+        are first kept in `<name>.pop`, removed once the frame is on disk: a pop cut short (a crash, a failed
+        write) is undone by the next writer (`_undo_pop`), as if it had not begun, so that a pop that did not
+        return did not happen. A reader in between sees the file without those bytes. Such a pop is flushed
+        whatever `durable` says: the bytes it puts at risk were acknowledged long ago."""
         pending = self.path + PENDING
-        size = os.fstat(lock.fd).st_size
-        old = files.read_at(lock.fd, size - cut, cut)
+        old = files.read_at(lock.fd, os.fstat(lock.fd).st_size - cut, cut)
         if frame:
-            intent = _INTENT.pack(lock.st.st_dev, lock.st.st_ino, cut, size, _core.crc32(old)) + frame
-            files.replace(pending, [intent], durable=self.durable, mode=files.NEW_FILE_MODE)
+            before = _core.crc32(files.read_at(lock.fd, min(cut, _BEFORE), cut - min(cut, _BEFORE)))
+            body = old + frame
+            undo = _UNDO.pack(cut, before, len(old), len(frame), _core.crc32(body)) + body
+            files.replace(pending, [undo], durable=True, mode=files.NEW_FILE_MODE)
+        durable = self.durable or bool(frame)
         try:
             os.ftruncate(lock.fd, cut)
             files.write_all(lock.fd, frame)
-            if self.durable:
+            if durable:
                 files.flush(lock.fd)
         except BaseException:
-            # The bytes cut off go back (they fit where they were) and the pop is called off; if even that
-            # fails, the intent stays for the next writer to finish the pop.
-            with suppress(OSError):
-                os.ftruncate(lock.fd, cut)
-                files.write_all(lock.fd, old)
-                if self.durable:
-                    files.flush(lock.fd)
-                os.unlink(pending)
             self._known = None
+            with suppress(OSError):  # the old bytes go back (they fit where they were); else the next writer's
+                self._put_back(lock, cut, old, pending if frame else None)
             raise
         if frame:
             os.unlink(pending)
-            if self.durable:  # an intent that came back after a power cut could undo a later pop
-                files.flush_folder(os.path.dirname(pending) or ".")
+            files.flush_folder(os.path.dirname(pending) or ".")  # come back after a power cut, it would undo the pop
 
-    def _finish_pop(self, lock: files.WriterLock) -> bool:
-        """Finishes a pop that a crash interrupted (its intent is in `<name>.pop`): whether the file changed."""
+    def _put_back(self, lock: files.WriterLock, cut: int, old: bytes, pending: str | None) -> None:
+        os.ftruncate(lock.fd, cut)
+        files.write_all(lock.fd, old)
+        files.flush(lock.fd)
+        if pending is not None:
+            os.unlink(pending)
+            files.flush_folder(os.path.dirname(pending) or ".")
+
+    def _undo_pop(self, lock: files.WriterLock) -> bool:
+        """Undoes a pop that was cut short (`<name>.pop` holds what it replaced): whether the file changed."""
         pending = self.path + PENDING
         try:
             with open(pending, "rb") as f:
-                intent = f.read()
+                undo = f.read()
         except FileNotFoundError:
             return False
-        st = lock.st
-        if len(intent) < _INTENT.size:  # cut short: the pop never began (the intent is renamed into place whole)
+        whole = len(undo) >= _UNDO.size and _core.crc32(undo[_UNDO.size :]) == _UNDO.unpack_from(undo)[4]
+        cut, before, old_length, _, _ = _UNDO.unpack_from(undo) if whole else (0, 0, 0, 0, 0)
+        old = undo[_UNDO.size : _UNDO.size + old_length]
+        frame = undo[_UNDO.size + old_length :]
+        now = lock.st.st_size
+        mine = whole and cut <= now
+        mine = mine and _core.crc32(files.read_at(lock.fd, min(cut, _BEFORE), cut - min(cut, _BEFORE))) == before
+        tail = files.read_at(lock.fd, now - cut, cut) if mine else b""
+        if not mine or tail == old or not (old.startswith(tail) or frame.startswith(tail)):
+            # Not whole (never so: it is flushed before it is renamed into place), another file's (a save replaced
+            # it), untouched, or written to since the pop was cut short: nothing to undo.
             os.unlink(pending)
             return False
-        dev, ino, cut, size, was = _INTENT.unpack_from(intent)
-        frame = intent[_INTENT.size :]
-        now = st.st_size
-        if (dev, ino) != (st.st_dev, st.st_ino) or cut > now:
-            os.unlink(pending)  # another file now (a save replaced it): the intent is not its
-            return False
-        untouched = now == size and _core.crc32(files.read_at(lock.fd, now - cut, cut)) == was
-        if not untouched and (now >= cut + len(frame) or files.read_at(lock.fd, now - cut, cut) != frame[: now - cut]):
-            # Done before the crash (and maybe written to since): the file was flushed before the intent went.
-            os.unlink(pending)
-            return False
-        self._cut_and_write(lock, cut, frame)  # not begun, or cut and the frame partly written: again, whole
+        self._put_back(lock, cut, old, pending)
         return True
 
     def fork(self, path: str) -> None:
@@ -677,7 +689,7 @@ class FileStore:
         if not lock.created:
             self._keep_torn_tail(lock)
             with suppress(FileNotFoundError):
-                os.unlink(self.path + PENDING)  # a pop that a crash interrupted: the save replaces what it was for
+                os.unlink(self.path + PENDING)  # a pop cut short: the save replaces what it would put back
         conversation = os.urandom(16)
         records: list[Record] = []
         framing = self.framing
@@ -780,7 +792,8 @@ class FileStore:
             salvage.raise_for_key()
             index = self._check_index(view, data, salvage)
             if os.path.exists(self.path + PENDING):
-                salvage.errors.append((view.size, f"a pop was cut short; {self.path}{PENDING} holds the rest of it"))
+                cut_short = f"a pop was cut short; {self.path}{PENDING} holds what it took (a writer puts it back)"
+                salvage.errors.append((view.size, cut_short))
             return Report(
                 ok=not salvage.errors and salvage.torn is None and not index.startswith("wrong"),
                 messages=len(salvage.messages),
@@ -821,7 +834,7 @@ class FileStore:
             if lock is None:
                 return written, report
             self._known = None
-            if self._finish_pop(lock):
+            if self._undo_pop(lock):
                 lock.st = os.fstat(lock.fd)
             size = lock.st.st_size
             head = self._head(lock.fd, size)
