@@ -9,10 +9,11 @@ PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("L
 
 .PHONY: demo test test-rust test-python bench lint build wheel clean torture torture-quick torture-ci fuzz
 
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt requirements-integrations.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-integrations.txt
 	touch $@
 
 $(VENV)/.bench-installed: $(VENV)/.installed benches/requirements.txt
