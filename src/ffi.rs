@@ -293,10 +293,11 @@ impl Drop for GcPause {
         }
         #[cfg(not(Py_3_10))]
         if self.was_enabled {
+            use pyo3::types::PyAnyMethods;
             // SAFETY: dropped inside the call that made the guard, with the GIL held.
             let py = unsafe { pyo3::Python::assume_attached() };
             if let Ok(gc) = py.import("gc") {
-                let _ = pyo3::types::PyAnyMethods::call_method0(&gc, "enable");
+                let _ = gc.call_method0("enable");
             }
         }
     }
