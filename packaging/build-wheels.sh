@@ -4,6 +4,7 @@
 # for. maturin cross-compiles with zig (the ziglang package), taking each interpreter's configuration from its
 # bundled sysconfig, so no target Python is needed here. Needs the rustup targets (added if missing) and patchelf.
 set -euo pipefail
+# shellcheck source=packaging/common.sh
 source "$(dirname "$0")/common.sh"
 cd "$REPO"
 PY="${PY:-$REPO/.venv/bin/python}"

@@ -3,6 +3,7 @@
 # Python (PY, the project venv's by default) into a temporary folder, installed into a fresh virtualenv, and the
 # whole suite run against it from a copy away from the source tree (packaging/suite.sh).
 set -euo pipefail
+# shellcheck source=packaging/common.sh
 source "$(dirname "$0")/common.sh"
 cd "$REPO"
 PY="${PY:-$REPO/.venv/bin/python}"

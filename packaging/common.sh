@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: its variables are used by the scripts that source it
 # Shared by packaging/*.sh (sourced, not run): where things live, and the Debian roots that provide the Pythons
 # pyenv does not have (CPython 3.14 and 3.15 from Debian sid) and an aarch64 Python (Debian bookworm arm64, run
 # under qemu-user). The roots are cached outside the repository and made once; delete the folder to make them anew.

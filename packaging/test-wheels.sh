@@ -6,6 +6,7 @@
 # against musl is to be had from PyPI or Debian. One table at the end; the exit status is non-zero if any run fails.
 # ONLY=REGEX limits the runs to the rows whose "python platform" matches, e.g. ONLY='3.1[45]' or ONLY=aarch64.
 set -euo pipefail
+# shellcheck source=packaging/common.sh
 source "$(dirname "$0")/common.sh"
 cd "$REPO"
 ONLY="${ONLY:-.}"
