@@ -32,7 +32,15 @@ enable_qemu_aarch64() {
 make_root() {
     local dir="$1" arch="$2" suite="$3"
     shift 3
-    [[ -e "$dir/.complete" ]] && return 0
+    if [[ -e "$dir/.complete" ]]; then
+        # A root made with fewer packages than now listed gets the others.
+        [[ "$(cat "$dir/.complete")" == "$*" ]] && return 0
+        say "adding packages to $dir: $*"
+        in_root "$dir" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' \
+            bash "$@" >&2
+        echo "$*" >"$dir/.complete"
+        return 0
+    fi
     need_root_tools
     [[ "$arch" == arm64 ]] && enable_qemu_aarch64
     say "making the Debian $suite $arch root in $dir (a few minutes, once)"
@@ -42,17 +50,18 @@ make_root() {
     include="$(IFS=,; echo "$*")"
     mmdebstrap --arch="$arch" --variant=apt --include="$include" \
         --aptopt='Acquire::Check-Valid-Until "false"' "$suite" "$dir" http://deb.debian.org/debian >&2
-    touch "$dir/.complete"
+    echo "$*" >"$dir/.complete"
 }
 
 sid_root() {
-    local pkgs=(ca-certificates)
+    # mount: the full-disk tests mount a small tmpfs.
+    local pkgs=(ca-certificates mount)
     local v
     for v in "${SID_VERSIONS[@]}"; do pkgs+=("python$v" "python$v-venv"); done
     make_root "$SID_ROOT" amd64 sid "${pkgs[@]}"
 }
 
-arm_root() { make_root "$ARM_ROOT" arm64 bookworm ca-certificates python3 python3-venv; }
+arm_root() { make_root "$ARM_ROOT" arm64 bookworm ca-certificates mount python3 python3-venv; }
 
 # in_root DIR CMD...: run CMD inside the root, with /proc, /dev and /tmp set up for it and the host's CA bundle
 # (pip reaches PyPI through it); mounts are made in a private mount namespace, so nothing is left mounted.
