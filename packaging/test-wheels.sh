@@ -15,6 +15,8 @@ mkdir -p "$LOGS"
 ROWS=()
 status=0
 
+wanted() { grep -qE -- "$ONLY" <<<"$1 $2"; }
+
 # wheel_for VERSION TAG: the wheel in dist/ for CPython VERSION and platform TAG, or nothing.
 wheel_for() {
     local v="${1/./}"
@@ -25,7 +27,7 @@ wheel_for() {
 run_case() {
     local v="$1" tag="$2" root="$3" python="$4"
     local case="cp${v/./}-$tag" wheel result
-    grep -qE -- "$ONLY" <<<"$v $tag" || return 0
+    wanted "$v" "$tag" || return 0
     wheel="$(wheel_for "$v" "$tag")"
     if [[ -z "$wheel" ]]; then
         ROWS+=("$v|$tag|no|no|no wheel in dist/ (make wheels)")
@@ -61,18 +63,19 @@ run_case() {
 for v in "${PYENV_VERSIONS[@]}"; do
     run_case "${v%.*}" manylinux_2_17_x86_64 "" "$PYENV_ROOT/versions/$v/bin/python"
 done
-if grep -qE -- "$ONLY" <<<"3.14 3.15 manylinux_2_17_x86_64"; then
+for v in "${SID_VERSIONS[@]}"; do
+    wanted "$v" manylinux_2_17_x86_64 || continue
     sid_root
-    for v in "${SID_VERSIONS[@]}"; do run_case "$v" manylinux_2_17_x86_64 "$SID_ROOT" "python$v"; done
-fi
-if grep -qE -- "$ONLY" <<<"3.11 manylinux_2_17_aarch64"; then
+    run_case "$v" manylinux_2_17_x86_64 "$SID_ROOT" "python$v"
+done
+if wanted 3.11 manylinux_2_17_aarch64; then
     arm_root
     run_case 3.11 manylinux_2_17_aarch64 "$ARM_ROOT" python3.11
 fi
 for v in "${PYENV_VERSIONS[@]%.*}" "${SID_VERSIONS[@]}"; do
     for tag in manylinux_2_17_aarch64 musllinux_1_2_x86_64; do
         [[ "$tag" == manylinux_2_17_aarch64 && "$v" == 3.11 ]] && continue
-        grep -qE -- "$ONLY" <<<"$v $tag" || continue
+        wanted "$v" "$tag" || continue
         if [[ -n "$(wheel_for "$v" "$tag")" ]]; then built=yes; else built=no; fi
         ROWS+=("$v|$tag|$built|no|-")
     done
