@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make wheels`: the release wheels for CPython 3.9-3.15 on manylinux2014 x86_64 and aarch64 and musllinux_1_2
 # x86_64, plus the sdist, into dist/; then `auditwheel show` on each wheel, which must report the tag it was built
-# for. maturin cross-compiles with zig (the ziglang package), taking each interpreter's configuration from its
-# bundled sysconfig, so no target Python is needed here. Needs the rustup targets (added if missing) and patchelf.
+# for. maturin cross-compiles with zig (the ziglang package), so no target Python is needed here: see PATH below.
+# Needs the rustup targets (added if missing) and patchelf.
 set -euo pipefail
 # shellcheck source=packaging/common.sh
 source "$(dirname "$0")/common.sh"
@@ -29,7 +29,7 @@ selected=()
 for row in "${MATRIX[@]}"; do grep -qE -- "$TARGETS" <<<"$row" && selected+=("$row"); done
 MATRIX=("${selected[@]}")
 
-command -v patchelf >/dev/null || die "patchelf is missing (maturin needs it for musllinux): apt-get install patchelf"
+command -v patchelf >/dev/null || die "patchelf is missing (the musl wheels need it): apt-get install patchelf"
 installed_targets="$(rustup target list --installed)"
 for row in "${MATRIX[@]}"; do
     read -r target _ _ <<<"$row"
