@@ -7,7 +7,8 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 # cargo test links libpython directly (no extension-module feature), so it needs to find it at run time.
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: demo test test-rust test-python bench lint build wheel clean torture torture-quick torture-ci fuzz
+.PHONY: demo test test-rust test-python bench lint build wheel wheels test-wheels check-workflows clean torture \
+	torture-quick torture-ci fuzz
 
 $(VENV)/.installed: requirements-dev.txt requirements-integrations.txt
 	$(PYTHON) -m venv $(VENV)
@@ -81,8 +82,27 @@ lint: build
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest conversation_codec._core --allowlist .stubtest-allowlist
 
+## wheel: the release wheel for this machine's Python, into dist/
 wheel: $(VENV)/.installed
 	$(PY) -m maturin build --release --out dist
+
+$(VENV)/.wheels-installed: $(VENV)/.installed packaging/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r packaging/requirements.txt
+	touch $@
+
+## wheels: the release matrix (CPython 3.9-3.15 x manylinux2014 x86_64/aarch64, musllinux_1_2 x86_64) and the sdist,
+## into dist/, each wheel checked by auditwheel; test-wheels: the whole suite against each installed wheel (3.14,
+## 3.15 and aarch64 in Debian roots under /var/tmp, aarch64 under qemu); results in docs/WHEELS.md. Linux, as root.
+wheels: $(VENV)/.wheels-installed
+	PY=$(PY) bash packaging/build-wheels.sh
+
+test-wheels:
+	bash packaging/test-wheels.sh
+
+## check-workflows: the GitHub workflows against their JSON schema, and zizmor's offline audit
+check-workflows: $(VENV)/.wheels-installed
+	$(abspath $(VENV))/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(abspath $(VENV))/bin/zizmor --offline .github/workflows
 
 clean:
 	rm -rf target dist $(VENV) .pytest_cache .hypothesis bench-results

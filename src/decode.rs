@@ -100,12 +100,13 @@ impl LineDecoder {
     #[pyo3(signature = (data, /))]
     fn feed<'py>(&mut self, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let py = data.py();
+        // No Python code may run while we read the buffer (see below), not even a finalizer. Paused before the
+        // buffer is taken: taking the pause can itself start a collection on 3.9 (its first import of `gc`).
+        let _gc = GcPause::new(py)?;
         let buffer = PyBuffer::<u8>::get(data)?;
         if !buffer.is_c_contiguous() {
             return Err(PyValueError::new_err("feed() needs contiguous bytes"));
         }
-        // No Python code may run while we read the buffer (see below), not even a finalizer.
-        let _gc = GcPause::new(py)?;
         // SAFETY: a contiguous u8 buffer of `len_bytes()` bytes, alive (and not resizable: it is exported) while
         // `buffer` is. Nobody writes to it while we read it: the GIL is held for the whole call, and no Python code
         // runs during it (decoding calls only CPython's constructors, and `_gc` keeps them from starting a garbage

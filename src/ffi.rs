@@ -276,10 +276,26 @@ impl GcPause {
     #[cfg(not(Py_3_10))]
     pub fn new(py: pyo3::Python<'_>) -> pyo3::PyResult<Self> {
         use pyo3::types::PyAnyMethods;
-        let gc = py.import("gc")?;
+        let gc = gc_module(py)?;
         let was_enabled = gc.call_method0("isenabled")?.is_truthy()?;
         gc.call_method0("disable")?;
         Ok(GcPause { was_enabled })
+    }
+}
+
+/// The `gc` module, taken from `sys.modules` when it is there rather than imported: an import builds tuples and
+/// dicts, so with a collection due it would start the very collection the guard is to hold off.
+#[cfg(not(Py_3_10))]
+fn gc_module(py: pyo3::Python<'_>) -> pyo3::PyResult<pyo3::Bound<'_, pyo3::PyAny>> {
+    let name = pyo3::intern!(py, "gc");
+    // SAFETY: the GIL is held and `name` is a live str; PyImport_GetModule returns a new reference, or NULL (with
+    // an exception set only if the lookup itself failed).
+    let found =
+        unsafe { pyo3::Bound::from_owned_ptr_or_opt(py, ffi::PyImport_GetModule(name.as_ptr())) };
+    match (found, pyo3::PyErr::take(py)) {
+        (Some(gc), _) => Ok(gc),
+        (None, Some(err)) => Err(err),
+        (None, None) => Ok(py.import("gc")?.into_any()),
     }
 }
 
@@ -293,10 +309,11 @@ impl Drop for GcPause {
         }
         #[cfg(not(Py_3_10))]
         if self.was_enabled {
+            use pyo3::types::PyAnyMethods;
             // SAFETY: dropped inside the call that made the guard, with the GIL held.
             let py = unsafe { pyo3::Python::assume_attached() };
-            if let Ok(gc) = py.import("gc") {
-                let _ = pyo3::types::PyAnyMethods::call_method0(&gc, "enable");
+            if let Ok(gc) = gc_module(py) {
+                let _ = gc.call_method0("enable");
             }
         }
     }
