@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ def test_a_line_break_turned_into_a_space_is_detected(tmp_path: Path) -> None:
     lines = codec.path.read_bytes().splitlines(keepends=True)
     k = next(k for k, line in enumerate(lines[:-1]) if line.endswith(b"=\n"))
     joined = lines[k][:-1] + b" " + lines[k + 1]
-    assert Fernet(KEY).decrypt(joined.strip()) == Fernet(KEY).decrypt(lines[k].strip())  # the hazard
+    if sys.version_info < (3, 14):  # the hazard; from 3.14 on, base64 decoding no longer stops at the padding
+        assert Fernet(KEY).decrypt(joined.strip()) == Fernet(KEY).decrypt(lines[k].strip())
     codec.path.write_bytes(b"".join(lines[:k]) + joined + b"".join(lines[k + 2 :]))
     with pytest.raises(CorruptFileError, match="not one Fernet token") as info:
         codec.load()

@@ -331,3 +331,29 @@ def test_a_finalizer_cannot_change_a_buffer_while_it_is_fed() -> None:
     gc.collect()
     assert got == [{"a": [1, 2]}] * 50
     assert buf == b"x" * len(buf)  # the finalizer did run, afterwards
+
+
+def test_a_collection_due_at_the_very_call_of_feed_waits_until_it_returns() -> None:
+    # The deterministic form of the test above: the collection is due at the next allocation, the first one feed()
+    # makes. On 3.9 the GC pause itself allocated (it imported gc) and so started the collection it was there to
+    # hold off, while the buffer was already borrowed (found by the cp39 wheel's run).
+    buf = bytearray(b'{"a": [1, 2]}\n' * 50)
+
+    class Vandal:
+        def __del__(self) -> None:
+            buf[:] = b"x" * len(buf)
+
+    feed = _core.LineDecoder().feed
+    old = gc.get_threshold()
+    gc.collect()
+    try:
+        v = Vandal()
+        v.cycle = v  # type: ignore[attr-defined]
+        del v
+        gc.set_threshold(max(gc.get_count()[0], 1))
+        got = feed(buf)
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert got == [{"a": [1, 2]}] * 50
+    assert buf == b"x" * len(buf)

@@ -727,6 +727,7 @@ def saver(path, opts, n, done):
         time.sleep(0.01)
     done.set()
 if __name__ == "__main__":
+    mp = mp.get_context("fork")  # 3.14's default, forkserver, cannot import this script's functions
     for fmt, opts in [(sys.argv[1], FMT[sys.argv[1]])]:
         d = tempfile.mkdtemp(); path = os.path.join(d, "c.jsonl")
         ConversationCodec(path, **opts).save([{"seed": 1}])
