@@ -32,7 +32,8 @@ AGENT_LINES = (
     ("ours-nodurable", "conversation-codec, durable=False (no fsync)", "#9ecae1", "-.", "v"),
     ("original", "original design: load() + save() all", "#d62728", "-", "o"),
     ("langchain", "LangChain FileChatMessageHistory", "#ff7f0e", "-", "s"),
-    ("openai-agents", "OpenAI Agents SQLiteSession (limit=20)", "#2ca02c", "-", "^"),
+    ("openai-agents", "OpenAI Agents SQLiteSession, get_items(limit=20)", "#2ca02c", "-", "^"),
+    ("openai-agents-fullread", "OpenAI Agents SQLiteSession, get_items() (the Runner's default)", "#2ca02c", ":", "v"),
     ("llamaindex", "LlamaIndex SimpleChatStore + persist()", "#9467bd", "-", "D"),
 )
 # (impl, label, colour): what each bar of the throughput chart is.

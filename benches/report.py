@@ -400,10 +400,11 @@ AGENT_IMPLS = (
     "original",
     "langchain",
     "openai-agents",
+    "openai-agents-fullread",
     "openai-agents-noflush",
     "llamaindex",
 )
-AGENT_BASELINES = ("original", "langchain", "openai-agents", "llamaindex")
+AGENT_BASELINES = ("original", "langchain", "openai-agents", "openai-agents-fullread", "llamaindex")
 # Shown, not judged: neither side flushes (only `ours` and SQLite's default commit fsync a turn).
 AGENT_NO_FLUSH = ("original", "langchain", "openai-agents-noflush", "llamaindex")
 AGENT_TARGET_LENGTH = 10_000
