@@ -24,15 +24,17 @@ with its own bulk path (not timed), then runs up to `TURNS` turns, each timed al
   one JSON document (no fsync): the only way it keeps a conversation in a file.
 
 The turns' messages are the agent corpus's user requests and final assistant answers (`agent_pairs`: prose with
-code, emoji and CJK; median 0.3 and 0.8 KB), built as each store's own message type before the clock starts.
+code, emoji and CJK; 0.25 and 0.8 KB as JSON), built as each store's own message type before the clock starts.
 Between turns the store's files are flushed (`fsync`, not timed): an agent waits seconds for the model between
 two turns, time in which the kernel writes back what a store left in the page cache.
 
-The slow stores rewrite the whole conversation every turn: a session runs its turns until `BUDGET` seconds of
-turns are spent, and at least `MIN_TURNS` of them (`BENCH_AGENT_BUDGET=0` runs all `TURNS` everywhere). The
-number of turns measured is recorded with each result. Every bench records `extra_info` = {section: "agent",
-corpus: "agent-turns", op: "turn@N", impl, messages (N), turns, p95 (seconds), first_median and last_median (of
-the first and last tenth of the turns: how a turn's cost grows within the session)}.
+The slow stores read or rewrite the whole conversation every turn: each session's first two turns run untimed,
+and from their cost `plan` times as many more as fit in `BUDGET` seconds (`BENCH_AGENT_BUDGET`, default 10; a
+growing store's turn costs more as the conversation grows), at least `MIN_TURNS` and at most the `TURNS` - 2 left
+(`BENCH_AGENT_BUDGET=0` times them all). Every bench records `extra_info` = {section: "agent", corpus:
+"agent-turns", op: "turn@N", impl, messages (N), turns (timed), session_turns (run), p95 (seconds), first_median
+and last_median (of the first and last tenth of the timed turns: how a turn's cost moves within the session),
+last_read (messages the last turn read)}.
 """
 
 from __future__ import annotations
