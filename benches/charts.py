@@ -55,7 +55,7 @@ CORPUS_LABELS = {
 def _subtitle(data: dict[str, Any]) -> str:
     context = data.get("bench_context", {})
     return (
-        f"make bench, {str(data.get('datetime', '?'))[:10]}; {context.get('nproc', '?')} cores, "
+        f"measured {str(data.get('datetime', '?'))[:16].replace('T', ' ')} UTC; {context.get('nproc', '?')} cores, "
         f"{context.get('cpu_model', '?')}, Python {context.get('python', '?')}"
     )
 
