@@ -39,11 +39,15 @@ test-python: build
 	$(PY) -m pytest -q
 
 ## bench: the benchmark harness (benches/, corpora in benches/corpus.py); prints the table recorded in BENCHMARKS.md
+## and draws the README's charts into docs/img/. The agent workload times each store's turns for about 15 s per
+## conversation length; BENCH_AGENT_BUDGET=0 make bench runs all 1,000 turns everywhere (hours: the slow stores
+## rewrite the whole conversation each turn).
 bench: build $(VENV)/.bench-installed
 	mkdir -p bench-results
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-columns=median,iqr,rounds \
 		--benchmark-sort=name --benchmark-json=bench-results/latest.json $(BENCH_ARGS)
 	$(PY) benches/report.py bench-results/latest.json
+	$(PY) benches/charts.py bench-results/latest.json docs/img
 
 $(VENV)/.torture-installed: $(VENV)/.installed torture/setup.sh
 	bash torture/setup.sh

@@ -7,7 +7,7 @@ original and over orjson (the baseline's median divided by its own: 2.0x means t
 like-with-like ratio: a durable save (`ours`) against orjson written durably (`orjson-durable`), a `durable=False`
 save (`ours-nodurable`) against a plain orjson write. Encrypted operations also show the overhead over bare Fernet
 on the same bytes. Then the targets of issue 2, PASS or MISS; the long-conversation benches with issue 3's targets;
-the SessionStore benches with issue 7's.
+the SessionStore benches with issue 7's; the agent workload's per-turn costs with issue 9's.
 """
 
 from __future__ import annotations
@@ -390,6 +390,90 @@ def session_tables(sessions: Table) -> tuple[list[str], list[str]]:
     return out, goals
 
 
+# Issue 9, the agent workload (test_bench_agent.py): at 10,000 messages our turn is >= 10x faster than every store.
+AGENT_IMPLS = (
+    "ours",
+    "ours-nodurable",
+    "ours-fullload",
+    "ours-gzip",
+    "ours-fernet",
+    "original",
+    "langchain",
+    "openai-agents",
+    "openai-agents-fullread",
+    "openai-agents-noflush",
+    "llamaindex",
+)
+AGENT_BASELINES = ("original", "langchain", "openai-agents", "openai-agents-fullread", "llamaindex")
+# Shown, not judged: neither side flushes (only `ours` and SQLite's default commit fsync a turn).
+AGENT_NO_FLUSH = ("original", "langchain", "openai-agents-noflush", "llamaindex")
+AGENT_TARGET_LENGTH = 10_000
+AGENT_MIN_SPEEDUP = 10.0
+
+
+def split_agent(table: Table) -> tuple[Table, Table]:
+    """The agent-workload benches apart from the others."""
+    agent = {key: row for key, row in table.items() if any(i.get("section") == "agent" for i in row.values())}
+    return {key: row for key, row in table.items() if key not in agent}, agent
+
+
+def agent_by_length(agent: Table) -> dict[int, dict[str, dict[str, Any]]]:
+    """{conversation length: {impl: result}}, lengths ascending; also what benches/charts.py draws."""
+    rows: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in agent.values():
+        for impl, i in row.items():
+            rows.setdefault(i["messages"], {})[impl] = i
+    return dict(sorted(rows.items()))
+
+
+def agent_tables(agent: Table) -> tuple[list[str], list[str]]:
+    lengths = agent_by_length(agent)
+    out = [
+        "| messages | store | turns timed | median | p95 | first / last tenth (median) | ours faster by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for length, row in lengths.items():
+        for impl in sorted(row, key=lambda i: _rank(AGENT_IMPLS, i)):
+            i = row[impl]
+            speedup = _speedup(row, "ours", impl) if impl != "ours" else None
+            label = f"**{impl}**" if impl == "ours" else impl
+            out.append(
+                f"| {length:,} | {label} | {i['turns']:,} of {i['session_turns']:,} "
+                f"| {_short_time(i['median'])} | {_short_time(i['p95'])} "
+                f"| {_short_time(i['first_median'])} / {_short_time(i['last_median'])} | {_fmt_ratio(speedup)} |"
+            )
+    impls = sorted({impl for row in lengths.values() for impl in row}, key=lambda i: _rank(AGENT_IMPLS, i))
+    out += [
+        "",
+        "| store | "
+        + " | ".join(f"median at {n:,}" for n in lengths)
+        + f" | growth {min(lengths):,} -> {max(lengths):,} |",
+        "|---|" + "---|" * (len(lengths) + 1),
+    ]
+    for impl in impls:
+        medians = [lengths[n][impl]["median"] if impl in lengths[n] else None for n in lengths]
+        cells = ["" if m is None else _short_time(m) for m in medians]
+        growth = "" if None in (medians[0], medians[-1]) else f"{medians[-1] / medians[0]:,.1f}x"  # type: ignore[operator]
+        out.append(f"| {impl} | " + " | ".join(cells) + f" | {growth} |")
+    goals = ["| target | measured | result |", "|---|---|---|"]
+    row = lengths.get(AGENT_TARGET_LENGTH, {})
+    for baseline in AGENT_BASELINES:
+        value = _speedup(row, "ours", baseline)
+        measured = "not measured" if value is None else f"{value:,.1f}x"
+        goals.append(
+            f"| turn at {AGENT_TARGET_LENGTH:,} messages >= {AGENT_MIN_SPEEDUP:g}x faster than {baseline} | {measured} "
+            f"| {_verdict(value, value is not None and value >= AGENT_MIN_SPEEDUP)} |"
+        )
+    for baseline in AGENT_NO_FLUSH:
+        value = _speedup(row, "ours-nodurable", baseline)
+        if value is not None:
+            goals.append(
+                f"| (like with like, no fsync on either side) `durable=False` turn vs {baseline} | {value:,.1f}x "
+                "| shown only |"
+            )
+    return out, goals
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} BENCHMARK_JSON", file=sys.stderr)
@@ -397,7 +481,8 @@ def main(argv: list[str]) -> int:
     data, table = load_results(argv[1])
     table, long = split_long(table)
     table, sessions = split_sessions(table)
-    if not table and not long and not sessions:
+    table, agent = split_agent(table)
+    if not table and not long and not sessions and not agent:
         print(f"{argv[1]}: no benchmarks", file=sys.stderr)
         return 1
     lines = ["## Benchmarks", "", *header(data)]
@@ -417,6 +502,10 @@ def main(argv: list[str]) -> int:
     if sessions:
         session_lines, session_goals = session_tables(sessions)
         lines += ["", "### Many sessions (issue 7)", "", *session_lines, "", *session_goals]
+    if agent:
+        agent_lines, agent_goals = agent_tables(agent)
+        lines += ["", "### Agent workload (issue 9): one turn = read the history or its tail, append two messages"]
+        lines += ["", *agent_lines, "", "### Targets (issue 9)", "", *agent_goals]
     print("\n".join(lines))
     return 0
 
