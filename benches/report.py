@@ -7,7 +7,7 @@ original and over orjson (the baseline's median divided by its own: 2.0x means t
 like-with-like ratio: a durable save (`ours`) against orjson written durably (`orjson-durable`), a `durable=False`
 save (`ours-nodurable`) against a plain orjson write. Encrypted operations also show the overhead over bare Fernet
 on the same bytes. Then the targets of issue 2, PASS or MISS; the long-conversation benches with issue 3's targets;
-the SessionStore benches with issue 7's; the agent workload's per-turn costs with issue 9's.
+the SessionStore benches with issue 7's; the agent workload's per-turn costs with issue 8's.
 """
 
 from __future__ import annotations
@@ -504,8 +504,8 @@ def main(argv: list[str]) -> int:
         lines += ["", "### Many sessions (issue 7)", "", *session_lines, "", *session_goals]
     if agent:
         agent_lines, agent_goals = agent_tables(agent)
-        lines += ["", "### Agent workload (issue 9): one turn = read the history or its tail, append two messages"]
-        lines += ["", *agent_lines, "", "### Targets (issue 9)", "", *agent_goals]
+        lines += ["", "### Agent workload (issue 8): one turn = read the history or its tail, append two messages"]
+        lines += ["", *agent_lines, "", "### Targets (issue 8)", "", *agent_goals]
     print("\n".join(lines))
     return 0
 

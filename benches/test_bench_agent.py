@@ -1,4 +1,4 @@
-"""The agent workload (issue 9): a session of turns, each reading the history and appending the turn's messages.
+"""The agent workload (issue 8): a session of turns, each reading the history and appending the turn's messages.
 
 A turn is what an agent loop does with its store between two model calls: read the history (or its tail, where the
 store can read a tail), then append the turn's two new messages (the user's and the assistant's) and persist them
