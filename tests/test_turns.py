@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from _helpers import FORMATS
-from conversation_codec import ConversationCodec, SessionStore, storage
+from conversation_codec import ConversationCodec, CorruptFileError, DecryptionError, SessionStore, storage
 from conversation_codec.frames import TURN_FLAG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -458,3 +458,33 @@ def test_verify_counts_turns(conv_path: Path, options: dict[str, Any]) -> None:
     assert codec.verify().turns == 6
     codec.pop_turn()
     assert codec.verify().turns == 5
+
+
+def test_a_pop_sets_a_torn_tail_aside_first(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 1, [2, 2])
+    whole = conv_path.read_bytes()
+    codec.append_turn([{"torn": 1}, {"torn": 2}])
+    torn = conv_path.read_bytes()[len(whole) :]
+    conv_path.write_bytes(whole + torn[: len(torn) // 2])
+    assert ConversationCodec(conv_path, **options).pop_turn() == turns[-1]
+    assert codec.load() == flat(turns[:-1])
+    (side,) = conv_path.parent.glob("conversation.jsonl.torn-*")
+    assert side.read_bytes() == torn[: len(torn) // 2]
+
+
+def test_a_pop_of_a_damaged_file_or_under_a_wrong_key_changes_nothing(
+    conv_path: Path, fernet_key: bytes, other_fernet_key: bytes
+) -> None:
+    codec = ConversationCodec(conv_path, fernet_key=fernet_key)
+    build(codec, 1, [2, 2])
+    before = conv_path.read_bytes()
+    with pytest.raises(DecryptionError):
+        ConversationCodec(conv_path, fernet_key=other_fernet_key).pop()
+    lines = before.splitlines(keepends=True)
+    damaged = b"".join(lines[:-1]) + lines[-1][:10] + b"!" + lines[-1][11:]
+    conv_path.write_bytes(damaged)
+    with pytest.raises(CorruptFileError):
+        codec.pop_turn()
+    assert conv_path.read_bytes() == damaged
+    assert not Path(str(conv_path) + storage.PENDING).exists()
