@@ -295,7 +295,7 @@ def test_a_reader_racing_plain_pops_never_sees_a_turn_come_back(conv_path: Path)
 @pytest.mark.parametrize("fmt", ["gzip", "fernet", "gzip+fernet"])
 @pytest.mark.parametrize("where", ["before the cut", "after the cut", "inside the write"])
 def test_a_pop_killed_midway_is_undone_by_the_next_writer(conv_path: Path, fmt: str, where: str) -> None:
-    """A pop that did not return did not happen: what it replaced is kept in `<name>.pop` until the frame that
+    """A pop killed midway is undone: what it replaced is kept in `<name>.pop` until the frame that
     replaces it is on disk, and put back by the next writer."""
     options = FORMATS[fmt]
     if "fernet_key" in options:

@@ -128,7 +128,7 @@ class ConversationCodec:
 
         The file is cut where the last message starts. In a gzip or encrypted file, where a turn is one frame, the
         rest of its turn is written back as one frame; a pop cut short there (a crash, a failed write) is undone by
-        the next writer or `repair()`, from what it kept in `<name>.pop`: a pop that did not return did not happen.
+        the next writer or `repair()`, from what it kept in `<name>.pop`: a crash never leaves a pop half done.
         """
         popped = self._store.pop(turn=False)
         if not popped:
