@@ -488,3 +488,32 @@ def test_a_pop_of_a_damaged_file_or_under_a_wrong_key_changes_nothing(
         codec.pop_turn()
     assert conv_path.read_bytes() == damaged
     assert not Path(str(conv_path) + storage.PENDING).exists()
+
+
+@pytest.mark.parametrize("fmt", ["gzip", "fernet"])
+def test_a_retried_pop_after_a_double_fault_takes_one_message(conv_path: Path, fmt: str) -> None:
+    """The frame's write fails, and so does putting the cut bytes back: the log stays, and the next writer must
+    undo the pop (not finish it), or the caller's retry would take a second message (found by io_errors)."""
+    options = FORMATS[fmt]
+    if "fernet_key" in options:
+        pytest.importorskip("cryptography.fernet")
+    codec = ConversationCodec(conv_path, **options)
+    turns = build(codec, 2, [3])
+    real = storage.files.write_all
+    calls: list[int] = []
+
+    def failing(fd: int, *chunks: Any) -> None:
+        calls.append(fd)
+        if len(calls) >= 2:  # the first write is the log's; the frame's and the put-back's fail
+            raise OSError(5, "Input/output error")
+        real(fd, *chunks)
+
+    storage.files.write_all = failing
+    try:
+        with pytest.raises(OSError):
+            codec.pop()
+    finally:
+        storage.files.write_all = real
+    assert Path(str(conv_path) + storage.PENDING).exists()
+    assert codec.pop() == turns[-1][-1]  # the retry
+    assert codec.load() == flat(turns)[:-1]
