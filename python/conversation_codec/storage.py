@@ -600,8 +600,8 @@ class FileStore:
     def _cut_and_write(self, lock: files.WriterLock, cut: int, frame: bytes) -> None:
         """Cuts the locked file at `cut` and writes `frame` there. When `frame` is not empty, the bytes it replaces
         are first kept in `<name>.pop`, removed once the frame is on disk: a pop cut short (a crash, a failed
-        write) is undone by the next writer (`_undo_pop`), as if it had not begun, so that a pop that did not
-        return did not happen. A reader in between sees the file without those bytes. Such a pop is flushed
+        write) is undone by the next writer (`_undo_pop`), as if it had not begun: a crash never leaves it half
+        done. A reader in between sees the file without those bytes. Such a pop is flushed
         whatever `durable` says: the bytes it puts at risk were acknowledged long ago."""
         pending = self.path + PENDING
         old = files.read_at(lock.fd, os.fstat(lock.fd).st_size - cut, cut)
