@@ -390,7 +390,7 @@ def session_tables(sessions: Table) -> tuple[list[str], list[str]]:
     return out, goals
 
 
-# Issue 9, the agent workload (test_bench_agent.py): at 10,000 messages our turn is >= 10x faster than every store.
+# Issue 8, the agent workload (test_bench_agent.py): at 10,000 messages our turn is >= 10x faster than every store.
 AGENT_IMPLS = (
     "ours",
     "ours-nodurable",

@@ -52,6 +52,7 @@ import pytest
 
 from . import corpus
 from .baselines import Original
+from .report import AGENT_IMPLS
 
 try:
     from conversation_codec import ConversationCodec
@@ -65,19 +66,7 @@ MIN_TURNS = min(5, TURNS)
 TAIL = 20
 KEY = b"J0mTqgTnTEm3CzC3aDQTR4E7q-rr4ad9q_gNcMiyEQY="
 SESSION = "bench-session"
-IMPLS = (
-    "ours",
-    "ours-nodurable",
-    "ours-fullload",
-    "ours-gzip",
-    "ours-fernet",
-    "original",
-    "langchain",
-    "openai-agents",
-    "openai-agents-fullread",
-    "openai-agents-noflush",
-    "llamaindex",
-)
+IMPLS = AGENT_IMPLS  # the stores, in the report's order (one list, in report.py)
 # The stores whose turn reads the whole conversation; the others read its last `TAIL` messages.
 READS_ALL = ("ours-fullload", "original", "langchain", "openai-agents-fullread")
 
