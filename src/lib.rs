@@ -38,6 +38,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The index file's layout has one definition (index.rs); the Python layer reads its sizes from here.
     m.add("INDEX_HEADER_LEN", index::HEADER_LEN)?;
     m.add("INDEX_RECORD_LEN", index::RECORD_LEN)?;
+    // The turn flag of a frame header's message count: one definition (gzip.rs) for gzip members and tokens alike.
+    m.add("TURN_FLAG", gzip::TURN_FLAG)?;
     m.add_class::<encode::Encoded>()?;
     #[cfg(unix)]
     m.add_class::<writer::BlockWriter>()?;

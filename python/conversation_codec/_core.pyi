@@ -9,6 +9,7 @@ from typing_extensions import Buffer
 __all__ = [
     "INDEX_HEADER_LEN",
     "INDEX_RECORD_LEN",
+    "TURN_FLAG",
     "BlockWriter",
     "Encoded",
     "LineChunks",
@@ -32,6 +33,7 @@ __all__ = [
 __version__: str
 INDEX_HEADER_LEN: int
 INDEX_RECORD_LEN: int
+TURN_FLAG: int
 
 @final
 class Encoded:

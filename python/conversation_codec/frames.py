@@ -71,7 +71,7 @@ _GZIP_START = 0x1F
 _BOUND = struct.Struct("<4s16sQI")
 _BOUND_MAGIC = b"\x00CC\x01"
 # The top bit of a frame header's message count (gzip member and encrypted header alike) marks a turn.
-TURN_FLAG = 1 << 31
+TURN_FLAG = _core.TURN_FLAG
 ID_BYTES = 16
 
 Stored = Union[bytes, memoryview, _core.Encoded]
@@ -164,7 +164,7 @@ def last_turn(turns: list[int], messages: int) -> int:
 
 def member_is_turn(member: bytes) -> bool:
     """Whether a gzip member of ours is marked as one turn (section 1.3: the top bit of its message count)."""
-    return ours(member) and member[23] & 0x80 != 0
+    return ours(member) and int.from_bytes(member[20:24], "little") & TURN_FLAG != 0
 
 
 def scan(kind: str, data: bytes, base: int, *, turns: bool = False) -> Scan:

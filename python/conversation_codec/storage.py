@@ -127,6 +127,10 @@ class FileStore:
         self.index = Index(path)
         self._known: Known | None = None
 
+    def _real(self) -> str:
+        """The file a writer locks and replaces: the one `path` names, when `path` is a symbolic link."""
+        return os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+
     # ================================================================================================ reading
 
     @contextmanager
@@ -402,7 +406,7 @@ class FileStore:
                 # A file comes into being whole, as a save makes it (a temporary file, flushed, renamed into place,
                 # the folder flushed): a first frame cut short would read as the original design's one token under
                 # a wrong key, and the new name must reach the disk too.
-                real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+                real = self._real()
                 self._replace_locked(lock, real, [jsonl], turn=True)
                 return
             count = jsonl.count
@@ -545,25 +549,22 @@ class FileStore:
         can see holds the old messages or the new ones. In a gzip or encrypted file, when messages of the last
         frame stay (the rest of a turn of several, or the earlier messages of a save's block), the frame that
         holds them is written at the cut, what it replaces kept in `<name>.pop` until then (`_cut_and_write`)."""
-        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        real = self._real()
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 return []
             known = self._prepare_judged(lock)
-            found = None if known.records is not None else self.index.last(known.identity, known.size)
-            if known.records is None and found is None:  # the index, just found sound, cannot be read again
+            if known.messages == 0:
+                return []
+            found = self._last_record(known)
+            if found is None:  # the index, just found sound, cannot be read again: without it, records are kept
                 self.index.drop(lock)
                 self._known = None
                 known = self._prepare_judged(lock)
-                found = None if known.records is not None else self.index.last(known.identity, known.size)
-            if known.messages == 0:
-                return []
-            if known.records is not None:
-                last, index_size = known.records[-1], 0
-            elif found is not None:
-                last, index_size = found
-            else:
+                found = self._last_record(known)
+            if found is None:
                 raise OSError(errno.EIO, "the index cannot be read, nor removed", self.index.path)
+            last, index_size = found
             stored = files.read_at(lock.fd, last.length, last.offset)
             kind = self.framing.kind
             frames = self.framing.scan(kind, stored, last.offset, turns=True).frames  # plain: its turns
@@ -597,6 +598,13 @@ class FileStore:
             self._known = None
             return messages[len(messages) - taken :]
 
+    def _last_record(self, known: Known) -> tuple[Record, int] | None:
+        """The file's last frame's record and the index's size (0: no index, the records are `known`'s), or None
+        when the index cannot be read."""
+        if known.records is not None:
+            return known.records[-1], 0
+        return self.index.last(known.identity, known.size)
+
     def _cut_and_write(self, lock: files.WriterLock, cut: int, frame: bytes) -> None:
         """Cuts the locked file at `cut` and writes `frame` there. When `frame` is not empty, the bytes it replaces
         are first kept in `<name>.pop`, removed once the frame is on disk: a pop cut short (a crash, a failed
@@ -606,7 +614,7 @@ class FileStore:
         pending = self.path + PENDING
         old = files.read_at(lock.fd, os.fstat(lock.fd).st_size - cut, cut)
         if frame:
-            before = _core.crc32(files.read_at(lock.fd, min(cut, _BEFORE), cut - min(cut, _BEFORE)))
+            before = _crc_before(lock.fd, cut)
             body = old + frame
             undo = _UNDO.pack(cut, before, len(old), len(frame), _core.crc32(body)) + body
             files.replace(pending, [undo], durable=True, mode=files.NEW_FILE_MODE)
@@ -647,7 +655,7 @@ class FileStore:
         frame = undo[_UNDO.size + old_length :]
         now = lock.st.st_size
         mine = whole and cut <= now
-        mine = mine and _core.crc32(files.read_at(lock.fd, min(cut, _BEFORE), cut - min(cut, _BEFORE))) == before
+        mine = mine and _crc_before(lock.fd, cut) == before
         tail = files.read_at(lock.fd, now - cut, cut) if mine else b""
         if not mine or tail == old or not (old.startswith(tail) or frame.startswith(tail)):
             # Not whole (never so: it is flushed before it is renamed into place), another file's (a save replaced
@@ -661,7 +669,7 @@ class FileStore:
         """Copies the conversation into a new file at `path` (FileExistsError if there is one): its bytes as they
         are (blocks shared where the filesystem can), taken under the lock so that no write is half in it, and
         its index for the copy."""
-        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        real = self._real()
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 if os.path.lexists(path):
@@ -679,7 +687,7 @@ class FileStore:
 
     def replace(self, blocks: Iterable[_core.Encoded]) -> None:
         """Replaces the conversation with `blocks` of encoded JSONL (streamed: bounded memory)."""
-        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        real = self._real()
         with files.WriterLock(real, create=True) as lock:
             assert lock is not None
             self._replace_locked(lock, real, blocks)
@@ -766,7 +774,7 @@ class FileStore:
         store's kind, every frame sealed again under the cipher's first key. A crash leaves the old file or the
         new one; a torn tail goes to a side file first. Does nothing to a missing file (nor, for `encrypt()`, to an
         encrypted one)."""
-        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        real = self._real()
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 return
@@ -832,7 +840,7 @@ class FileStore:
         written: list[str] = []
         if report.ok and not report.index.startswith("ignored"):
             return written, report
-        real = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        real = self._real()
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
                 return written, report
@@ -994,6 +1002,12 @@ def _blocks(fd: int, start: int, end: int) -> Iterator[memoryview]:
             break
         offset += n
         yield view[:n]
+
+
+def _crc_before(fd: int, cut: int) -> int:
+    """The CRC-32 of the (up to) `_BEFORE` bytes before offset `cut`: which file a pop's undo log is for."""
+    start = max(0, cut - _BEFORE)
+    return _core.crc32(files.read_at(fd, cut - start, start))
 
 
 def _crcs_match(data: bytes, start: int, records: list[Record]) -> bool:
