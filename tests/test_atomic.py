@@ -1,7 +1,8 @@
 """save() is atomic: a crash (SIGKILL) or a concurrent reader sees the old or the new conversation, whole.
 
-A process killed mid-save may leave its temporary file (`.<name>.tmp`) behind: nothing can remove it after SIGKILL,
-and the next save replaces it. The conversation file itself is never torn, empty or missing.
+A process killed mid-save may leave its temporary files (`.<name>.tmp`, or the index's `.<name>.idx.tmp`) behind:
+nothing can remove them after SIGKILL, and the next save replaces them. The conversation file itself is never torn,
+empty or missing.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def test_sigkill_mid_save_leaves_old_or_new_file(conv_path: Path) -> None:
     while trials < MIN_TRIALS or not (seen_a and seen_b and interrupted_writes >= 3):
         if trials >= MAX_TRIALS or time.monotonic() > deadline:
             break
-        codec.save(a)  # every trial starts from A; the child replaces it with B, again and again
+        # Every trial starts from A; the child replaces it with B, again and again. This save also replaces
+        # whatever temporary files the last kill left: none may remain, or they would pile up.
+        codec.save(a)
+        assert folder_listing(conv_path) == [conv_path.name]
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(conv_path), str(B_COUNT), str(SIZE)],
             stdout=subprocess.PIPE,
@@ -111,12 +115,12 @@ def test_sigkill_mid_save_leaves_old_or_new_file(conv_path: Path) -> None:
             pytest.fail(f"trial {trials}: the file holds neither conversation ({len(loaded)} messages)")
         assert os.stat(conv_path).st_mode & 0o777 == 0o600
 
+        # A kill inside the data file's write leaves `.<name>.tmp`, one inside the index's write (after the data
+        # file took its name) `.<name>.idx.tmp`: fixed names, that the next save replaces (checked above).
         leftovers = _leftover_tmp_files(conv_path)
         interrupted_writes += bool(leftovers)
-        assert [p.name for p in leftovers] in ([], [f".{conv_path.name}.tmp"])  # one name: no pile-up
-        for p in leftovers:  # a killed save cannot clean up after itself; the next save would replace it
-            p.unlink()
-        assert folder_listing(conv_path) == [conv_path.name]
+        assert {p.name for p in leftovers} <= {f".{conv_path.name}.tmp", f".{conv_path.name}.idx.tmp"}
+        assert set(folder_listing(conv_path)) == {conv_path.name} | {p.name for p in leftovers}
 
     stats = f"{trials} trials: old file {seen_a}, new file {seen_b}, kills inside a write {interrupted_writes}"
     # The test only means something if kills interrupted writes in progress, before and after a rename.
@@ -190,6 +194,21 @@ def test_concurrent_writers_last_rename_wins_whole(conv_path: Path) -> None:
     assert not errors, errors
     assert ConversationCodec(conv_path).load() in convs
     assert folder_listing(conv_path) == [conv_path.name]
+
+
+@pytest.mark.parametrize("frames", [1, 3])  # one frame writes no index; several write one through its own temp file
+def test_save_replaces_the_temp_files_a_killed_save_left(conv_path: Path, frames: int) -> None:
+    codec = ConversationCodec(conv_path)
+    codec.save(build("a", 3, 10))
+    for name in (f".{conv_path.name}.tmp", f".{conv_path.name}.idx.tmp"):  # as a kill mid-write leaves them
+        (conv_path.parent / name).write_bytes(b"half a write")
+    b = build("b", 30, 10)
+    codec.save(b)
+    for _ in range(frames - 1):
+        codec.append_turn(build("c", 2, 10))
+    codec.save(codec.load())
+    assert folder_listing(conv_path) == [conv_path.name]
+    assert codec.load()[:30] == b
 
 
 # ----------------------------------------------------------------------- failed saves leave no temp file

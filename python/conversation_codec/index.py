@@ -153,5 +153,8 @@ class Index:
     def drop(self, lock: files.WriterLock) -> None:
         # If even the removal fails (a read-only folder), the index left behind no longer matches the data file
         # (its records end before the data does, or its identity is another file's): readers check and scan.
-        with suppress(OSError):
-            os.unlink(self.path)
+        # The temporary file of an index write that a kill cut short goes too: a save of one frame writes no
+        # index, so nothing else would ever replace it.
+        for path in (self.path, files.temporary_name(self.path)):
+            with suppress(OSError):
+                os.unlink(path)
