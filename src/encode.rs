@@ -26,11 +26,12 @@ use crate::scan::{is_string_special, push_code_point, push_escape, push_escaped_
 /// interpreter's recursion limit, 1000 frames by default.
 pub const MAX_DEPTH: usize = 1024;
 
-/// All the messages at once: one JSON document per message, each followed by `\n`.
+/// All the messages at once: one JSON document per message, each followed by `\n`. `start` is the position of
+/// the first in its conversation, for the path in errors.
 #[pyfunction]
-#[pyo3(signature = (messages, /))]
-pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
-    let mut chunks = encode_chunks(messages, usize::MAX)?;
+#[pyo3(signature = (messages, /, *, start = 0))]
+pub fn encode_lines(messages: &Bound<'_, PyAny>, start: usize) -> PyResult<Encoded> {
+    let mut chunks = encode_chunks(messages, usize::MAX, start)?;
     Ok(chunks.__next__(messages.py())?.unwrap_or(Encoded {
         data: Arc::new(Vec::new()),
         count: 0,
@@ -38,13 +39,18 @@ pub fn encode_lines(messages: &Bound<'_, PyAny>) -> PyResult<Encoded> {
 }
 
 /// The messages a block at a time, so that a save streams in bounded memory and can write one block while the
-/// next is encoded. Each block holds whole lines and at least `chunk_size` bytes, but the last.
+/// next is encoded. Each block holds whole lines and at least `chunk_size` bytes, but the last. `start` is the
+/// position of the first message in its conversation, for the path in errors.
 #[pyfunction]
-#[pyo3(signature = (messages, /, *, chunk_size = 4194304))]
-pub fn encode_chunks(messages: &Bound<'_, PyAny>, chunk_size: usize) -> PyResult<LineChunks> {
+#[pyo3(signature = (messages, /, *, chunk_size = 4194304, start = 0))]
+pub fn encode_chunks(
+    messages: &Bound<'_, PyAny>,
+    chunk_size: usize,
+    start: usize,
+) -> PyResult<LineChunks> {
     Ok(LineChunks {
         messages: messages.try_iter()?.into_any().unbind(),
-        index: 0,
+        index: start,
         chunk_size,
         done: false,
     })

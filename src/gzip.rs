@@ -70,17 +70,26 @@ thread_local! {
     static COMPRESSOR: std::cell::RefCell<Option<(i32, Compressor)>> = const { std::cell::RefCell::new(None) };
 }
 
-/// `member` for each frame and its count, compressed on all cores; the same bytes as one `member` call each.
-pub fn members(frames: &[&[u8]], counts: &[u32], level: i32) -> Result<Vec<Vec<u8>>, Error> {
-    if frames.len() != counts.len() {
+/// `member` for each frame, its count and its turn flag, compressed on all cores; the same bytes as one `member`
+/// call each.
+pub fn members(
+    frames: &[&[u8]],
+    counts: &[u32],
+    turns: &[bool],
+    level: i32,
+) -> Result<Vec<Vec<u8>>, Error> {
+    if frames.len() != counts.len() || frames.len() != turns.len() {
         return Err(Error::Invalid(format!(
-            "{} frames but {} counts",
+            "{} frames but {} counts and {} turn flags",
             frames.len(),
-            counts.len()
+            counts.len(),
+            turns.len()
         )));
     }
     let lvl = compression_level(level)?;
-    let mut jobs: Vec<(&[u8], u32)> = frames.iter().copied().zip(counts.iter().copied()).collect();
+    let mut jobs: Vec<(&[u8], u32, bool)> = (0..frames.len())
+        .map(|i| (frames[i], counts[i], turns[i]))
+        .collect();
     let parts = in_parallel(
         &mut jobs,
         |job| job.0.len(),
@@ -88,7 +97,7 @@ pub fn members(frames: &[&[u8]], counts: &[u32], level: i32) -> Result<Vec<Vec<u
             // A compressor per thread: libdeflate's keep their match finder state between calls.
             let mut compressor = Compressor::new(lvl);
             part.iter()
-                .map(|&(jsonl, count)| encode(&mut compressor, level, jsonl, count, false))
+                .map(|&(jsonl, count, turn)| encode(&mut compressor, level, jsonl, count, turn))
                 .collect::<Result<Vec<_>, _>>()
         },
     );
@@ -691,19 +700,21 @@ pub fn gzip_member<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
-/// One gzip member per frame, compressed on all cores.
+/// One gzip member per frame, compressed on all cores; `turns` (default: none) marks those that are one turn.
 #[pyfunction]
-#[pyo3(signature = (frames, counts, /, *, level = 6))]
+#[pyo3(signature = (frames, counts, /, *, level = 6, turns = None))]
 pub fn gzip_members<'py>(
     py: Python<'py>,
     frames: Vec<Bound<'py, PyBytes>>,
     counts: Vec<u32>,
     level: i32,
+    turns: Option<Vec<bool>>,
 ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
     // Bytes are immutable, so their buffers can be read with the GIL released.
     let frames: Vec<&[u8]> = frames.iter().map(|frame| frame.as_bytes()).collect();
+    let turns = turns.unwrap_or_else(|| vec![false; frames.len()]);
     let out = py
-        .detach(|| members(&frames, &counts, level))
+        .detach(|| members(&frames, &counts, &turns, level))
         .map_err(|err| err.into_pyerr("<bytes>"))?;
     Ok(out.iter().map(|m| PyBytes::new(py, m)).collect())
 }
@@ -999,18 +1010,18 @@ mod tests {
         assert!(total > 2 * PARALLEL_MIN);
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         let counts: Vec<u32> = refs.iter().map(|f| count_messages(f)).collect();
-        let parallel = members(&refs, &counts, 6).unwrap();
-        let serial: Vec<Vec<u8>> = refs
-            .iter()
-            .zip(&counts)
-            .map(|(f, &n)| member(f, 6, n, false).unwrap())
+        let turns: Vec<bool> = (0..refs.len()).map(|i| i % 3 == 1).collect();
+        let parallel = members(&refs, &counts, &turns, 6).unwrap();
+        let serial: Vec<Vec<u8>> = (0..refs.len())
+            .map(|i| member(refs[i], 6, counts[i], turns[i]).unwrap())
             .collect();
         assert_eq!(parallel, serial);
         assert_eq!(inflate(&parallel.concat()).unwrap(), frames.concat());
         assert!(matches!(
-            members(&refs, &counts[1..], 6),
-            Err(Error::Invalid(why)) if why == "24 frames but 23 counts"
+            members(&refs, &counts[1..], &turns, 6),
+            Err(Error::Invalid(why)) if why == "24 frames but 23 counts and 24 turn flags"
         ));
+        assert!(members(&refs, &counts, &turns[1..], 6).is_err());
     }
 
     #[test]
@@ -1241,7 +1252,7 @@ mod tests {
                 member(b"[]\n", level, 1, false),
                 Err(Error::Invalid(why)) if why == format!("gzip level must be 0 to 12, not {level}")
             ));
-            assert!(members(&[b"[]\n"], &[1], level).is_err());
+            assert!(members(&[b"[]\n"], &[1], &[false], level).is_err());
         }
         let stored = member(b"[]\n", 0, 1, false).unwrap();
         assert_eq!(inflate(&stored).unwrap(), b"[]\n");

@@ -222,7 +222,7 @@ fn digits_over_limit(py: Python<'_>, line: &[u8]) -> bool {
 
 /// The messages encode to the stdlib's text (with our escapes) and decode back to themselves.
 fn round_trip(py: Python<'_>, list: &Bound<'_, PyList>, ctx: &dyn Fn() -> String) {
-    let encoded = encode_lines(list.as_any()).unwrap_or_else(|e| panic!("encode: {e}: {}", ctx()));
+    let encoded = encode_lines(list.as_any(), 0).unwrap_or_else(|e| panic!("encode: {e}: {}", ctx()));
     let bytes: &[u8] = &encoded.data;
     let normalized = call(py, "floats_as_repr", (PyBytes::new(py, bytes),));
     let normalized = normalized.cast::<PyBytes>().unwrap().as_bytes();

@@ -46,14 +46,15 @@ class Encoded:
     def count(self) -> int:
         """The number of messages (lines) in it."""
 
-def encode_lines(messages: Iterable[Any], /) -> Encoded:
-    """One compact JSON document per message, each followed by a newline, as UTF-8.
+def encode_lines(messages: Iterable[Any], /, *, start: int = 0) -> Encoded:
+    """One compact JSON document per message, each followed by a newline, as UTF-8. `start`: the position of the
+    first message in its conversation, for the key path in errors.
 
     Raises `EncodeError` (naming the key path) for a value that cannot be written, before returning anything,
     including nesting deeper than 1024 levels or than the calling thread's stack can hold.
     """
 
-def encode_chunks(messages: Iterable[Any], /, *, chunk_size: int = 4194304) -> LineChunks:
+def encode_chunks(messages: Iterable[Any], /, *, chunk_size: int = 4194304, start: int = 0) -> LineChunks:
     """The same lines as `encode_lines`, a block of at least `chunk_size` bytes (but the last) at a time."""
 
 @final
@@ -90,8 +91,10 @@ def gzip_member(data: bytes, /, *, level: int = 6, count: int, turn: bool = Fals
     """One gzip member of `data` (a frame of `count` messages; one turn if `turn`), with the size and count in its
     header (docs/FORMAT.md 1.3)."""
 
-def gzip_members(frames: list[bytes], counts: list[int], /, *, level: int = 6) -> list[bytes]:
-    """`gzip_member` of each frame, compressed in parallel on all cores."""
+def gzip_members(
+    frames: list[bytes], counts: list[int], /, *, level: int = 6, turns: list[bool] | None = None
+) -> list[bytes]:
+    """`gzip_member` of each frame (one turn where `turns` says so), compressed in parallel on all cores."""
 
 def scan_gzip(data: bytes, /, *, base: int = 0) -> tuple[list[tuple[int, int, int]], tuple[int, bool, str] | None]:
     """The whole members (offset, length, messages) of a gzip stream that starts at `base`, and where the scan
