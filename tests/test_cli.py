@@ -375,11 +375,21 @@ def test_convert_between_every_pair_of_formats(
 ) -> None:
     src, dst = tmp_path / "src.jsonl", tmp_path / "out" / "dst.jsonl"
     messages = conversation + [message(i) for i in range(2000)]
-    ConversationCodec(src, **FORMATS[src_format]).save(messages)
+    source = ConversationCodec(src, **FORMATS[src_format])
+    source.save(messages)
+    turns = [[message(-1), message(-2)], [message(-3)], [message(-4), message(-5), message(-6)]]
+    for turn in turns:
+        source.append_turn(turn)
+    messages += [m for turn in turns for m in turn]
     result = run("convert", src, dst, *FLAGS[dst_format], key=KEY)
     assert result == (0, f"{src} -> {dst}: {len(messages)} messages, {dst_format}\n", "")
-    assert stats_rows(run("stats", dst, key=KEY).out)["format"] == dst_format
-    assert_same(ConversationCodec(dst, **FORMATS[dst_format]).load(), reference(messages))
+    rows = stats_rows(run("stats", dst, key=KEY).out)
+    assert rows["format"] == dst_format
+    assert rows["turns"] == str(len(messages) - 3)  # the turns of 2 and 3 messages are kept whole
+    target = ConversationCodec(dst, **FORMATS[dst_format])
+    assert_same(target.load(), reference(messages))
+    assert list(target.iter_turns())[-3:] == turns
+    assert target.load(last=2, whole_turns=True) == turns[-1]
     # without a flag, DST keeps SRC's format
     same = tmp_path / "same.jsonl"
     assert run("convert", src, same, key=KEY).status == 0

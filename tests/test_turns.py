@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 from _helpers import FORMATS
-from conversation_codec import ConversationCodec, CorruptFileError, DecryptionError, SessionStore, storage
+from conversation_codec import (
+    ConversationCodec,
+    CorruptFileError,
+    DecryptionError,
+    EncodeError,
+    SessionStore,
+    _core,
+    storage,
+)
 from conversation_codec.frames import TURN_FLAG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -122,6 +130,11 @@ def test_turns_follow_the_model_through_appends_and_pops(
     assert ConversationCodec(path, **FORMATS[fmt]).load(last=last, whole_turns=True) == whole_tail(turns, last)
     report = codec.verify()
     assert report.ok and report.messages == len(flat(turns)), report
+    assert list(codec.iter_turns()) == turns
+    copy = ConversationCodec(tmp_path / f"copy-{path.name}", **FORMATS[fmt])
+    copy.save_turns(codec.iter_turns())
+    assert list(copy.iter_turns()) == turns
+    assert copy.load(last=last, whole_turns=True) == whole_tail(turns, last)
 
 
 # ---- pop and pop_turn ---------------------------------------------------------------------------------------------
@@ -517,3 +530,127 @@ def test_a_retried_pop_after_a_double_fault_takes_one_message(conv_path: Path, f
     assert Path(str(conv_path) + storage.PENDING).exists()
     assert codec.pop() == turns[-1][-1]  # the retry
     assert codec.load() == flat(turns)[:-1]
+
+
+# ---- iter_turns, save_turns, and the calls that rewrite a file keep turns -----------------------------------------
+
+
+def big_turns(count: int) -> Turns:
+    """`count` turns of 1 to 4 messages of 40 to 1,000 bytes."""
+    return [
+        [{"turn": n, "m": k, "text": f"{n}-{k} " + "lorem ipsum " * ((n * 7 + k * 13) % 80)} for k in range(1 + n % 4)]
+        for n in range(count)
+    ]
+
+
+def test_iter_turns_gives_the_turns_across_read_blocks(
+    conv_path: Path, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns: Turns = [[{"saved": i}] for i in range(50)]
+    codec.save(flat(turns))
+    for turn in big_turns(300):
+        codec.append_turn(turn)
+        turns.append(turn)
+    monkeypatch.setattr(storage, "_READ_BLOCK", 1000)  # turns straddle the blocks the file is read in
+    assert conv_path.stat().st_size > 20 * storage._READ_BLOCK
+    assert list(codec.iter_turns()) == turns
+    assert list(codec.iter()) == flat(turns)
+    assert list(ConversationCodec(conv_path.parent / "none.jsonl").iter_turns()) == []
+
+
+def test_save_turns_keeps_each_turn_whole(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = [[{"saved": 0}], *big_turns(300), [{"one": 1}], [{"two": 1}, {"two": 2}]]
+    codec.save_turns(iter(turns))  # any iterable, streamed
+    assert list(codec.iter_turns()) == turns
+    assert codec.load() == flat(turns)
+    assert codec.load(last=1, whole_turns=True) == turns[-1]
+    assert codec.pop_turn() == turns[-1]
+    report = codec.verify()
+    assert report.ok and report.turns == len(turns) - 1, report
+    codec.save_turns([[], [{"a": 1}], []])  # empty turns hold nothing
+    assert list(codec.iter_turns()) == [[{"a": 1}]]
+    codec.save_turns([])
+    assert codec.load() == [] and len(codec) == 0
+
+
+def test_save_turns_redacts_and_refuses_what_is_not_a_turn(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, redact=lambda m: {**m, "secret": "[redacted]"}, **options)
+    codec.save_turns([[{"secret": "s1"}, {"secret": "s2"}]])
+    assert list(codec.iter_turns()) == [[{"secret": "[redacted]"}, {"secret": "[redacted]"}]]
+    before = conv_path.read_bytes()
+    with pytest.raises(TypeError, match="turn 1 is a dict"):
+        codec.save_turns([[{"a": 1}], {"role": "user"}])  # a message where a turn should be
+    with pytest.raises(EncodeError) as caught:  # the path counts messages from the start of the conversation
+        codec.save_turns([[{"a": 1}], [{"b": 2}, {"c": {1j}}]])
+    assert "[2]" in str(caught.value), caught.value
+    with pytest.raises(EncodeError) as caught:
+        codec.save_turns([[{"a": 1}], [{"b": 2}, {"c": 3}], [{"d": object()}]])
+    assert "[3]" in str(caught.value), caught.value
+    assert conv_path.read_bytes() == before  # nothing changed
+
+
+def test_asave_turns(conv_path: Path, options: dict[str, Any]) -> None:
+    codec = ConversationCodec(conv_path, **options)
+    turns = [[{"a": 1}, {"a": 2}], [{"b": 1}]]
+    asyncio.run(codec.asave_turns(turns))
+    assert list(codec.iter_turns()) == turns
+
+
+def tool_turns(codec: ConversationCodec) -> Turns:
+    """A conversation whose last turn is a tool call, its result and the answer."""
+    turns: Turns = [[{"role": "user", "content": "weather?"}]]
+    turns.append(
+        [
+            {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ]
+    )
+    for turn in turns:
+        codec.append_turn(turn)
+    return turns
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_rotate_keeps_turns(tmp_path: Path, compressed: bool) -> None:
+    fernet = pytest.importorskip("cryptography.fernet")
+    old, new = fernet.Fernet.generate_key(), fernet.Fernet.generate_key()
+    path = tmp_path / "c.jsonl"
+    turns = [[{"saved": i}] for i in range(3)]
+    ConversationCodec(path, fernet_key=old, compressed=compressed).save(flat(turns))
+    turns += tool_turns(ConversationCodec(path, fernet_key=old, compressed=compressed))
+    rotated = ConversationCodec(path, fernet_key=[new, old], compressed=compressed)
+    rotated.rotate()
+    reader = ConversationCodec(path, fernet_key=new)
+    assert list(reader.iter_turns()) == turns
+    assert reader.load(last=2, whole_turns=True) == turns[-1]  # the result never without its call
+    assert reader.verify().turns == len(turns)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "gzip"])
+def test_encrypt_keeps_turns(tmp_path: Path, fmt: str) -> None:
+    pytest.importorskip("cryptography.fernet")
+    path = tmp_path / "c.jsonl"
+    codec = ConversationCodec(path, **FORMATS[fmt])
+    turns = build(codec, 2, [3, 1, 2]) + tool_turns(codec)
+    ConversationCodec(path, **FORMATS["fernet"]).encrypt()
+    reader = ConversationCodec(path, **FORMATS["fernet"])
+    assert list(reader.iter_turns()) == turns
+    assert reader.load(last=2, whole_turns=True) == turns[-1]
+
+
+def test_repair_keeps_the_turns_of_the_intact_frames(conv_path: Path) -> None:
+    codec = ConversationCodec(conv_path, compressed=True)
+    turns = build(codec, 2, [3, 1, 2, 4])
+    damaged = bytearray(conv_path.read_bytes())
+    members, _ = _core.scan_gzip(bytes(damaged))
+    assert [count for _, _, count in members] == [2, 3, 1, 2, 4]
+    damaged[members[2][0] + 30] ^= 0xFF  # inside the deflate data of the turn of 1
+    conv_path.write_bytes(bytes(damaged))
+    assert not codec.verify().ok
+    codec.repair()
+    kept = [turn for turn in turns if turn != turns[3]]
+    assert list(codec.iter_turns()) == kept
+    assert codec.load(last=1, whole_turns=True) == kept[-1]

@@ -598,22 +598,25 @@ def _convert(args: argparse.Namespace) -> int:
     target = ConversationCodec(dst, fernet_key=None if new is None else new.ciphers, compressed=compressed)
     count = [0]
     with _progress(args.progress, source, src) as advance:
-        target.save(_counted(source.iter(), count, advance))
+        target.save_turns(_counted(source.iter_turns(), count, advance))
     dst_format = ("gzip+fernet" if compressed else "fernet") if encrypted else ("gzip" if compressed else "plain")
     Printer().line(f"{src} -> {dst}: {_plural(count[0], 'message')}, {dst_format}")
     return OK
 
 
-def _counted(messages: Iterator[Any], count: list[int], advance: Callable[[int], None] | None) -> Iterator[Any]:
+def _counted(
+    turns: Iterator[list[Any]], count: list[int], advance: Callable[[int], None] | None
+) -> Iterator[list[Any]]:
+    """`turns`, their messages counted into `count[0]` and reported to `advance` every _PROGRESS_STEP or so."""
     step = 0
-    for message in messages:
-        yield message
-        step += 1
-        if step == _PROGRESS_STEP:
+    for turn in turns:
+        yield turn
+        step += len(turn)
+        if step >= _PROGRESS_STEP:
             count[0] += step
-            step = 0
             if advance is not None:
-                advance(_PROGRESS_STEP)
+                advance(step)
+            step = 0
     count[0] += step
     if advance is not None:
         advance(step)
@@ -719,7 +722,7 @@ def _parser() -> _Parser:
         "convert",
         _convert,
         "Write SRC's messages to a new file DST, in SRC's format unless told otherwise; atomically, in bounded "
-        "memory. Turns are not kept: DST holds the same messages, saved as one conversation.",
+        "memory. DST holds the same messages and the same turns.",
     )
     convert.add_argument("src", metavar="SRC")
     convert.add_argument("dst", metavar="DST")

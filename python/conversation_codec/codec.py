@@ -2,6 +2,7 @@
 
 The steps, one direction each, every one in one place:
     save:         redact -> encode blocks (Rust) -> seal each block (frames) -> replace the file (storage)
+    save_turns:   the same, a turn of several messages a block (a frame) of its own
     append_turn:  redact -> encode (Rust) -> storage: lock, make the file end whole, seal, append, index
     pop, fork:    storage: lock, make the file end whole, then cut the last turn off / copy the bytes
     load, iter:   storage: read whole frames -> open each (frames: decrypt, inflate) -> decode (Rust)
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _core, crypto
-from .frames import Framing
+from .frames import Framing, blocks, turn_blocks
 from .storage import FileStore, Report
 
 __all__ = ["ConversationCodec", "Message", "Redactor", "Report"]
@@ -86,7 +87,21 @@ class ConversationCodec:
         """
         if self.redact is not None:
             messages = map(self.redact, messages)
-        self._store.replace(_core.encode_chunks(messages, chunk_size=self._framing.frame_bytes))
+        self._store.replace(blocks(messages, self._framing.frame_bytes))
+
+    def save_turns(self, turns: Iterable[list[Message]]) -> None:
+        """`save()` of a conversation given turn by turn, each turn a list of messages (as `iter_turns()` gives
+        them): each stays a turn, as if it had been appended with `append_turn()`, so `load(whole_turns=True)` and
+        `pop_turn()` keep them together. Streamed in bounded memory; nothing changes if any message fails to
+        encode or a turn is not a list."""
+        self._store.replace(turn_blocks(self._turns(turns), self._framing.frame_bytes))
+
+    def _turns(self, turns: Iterable[list[Message]]) -> Iterator[list[Message]]:
+        redact = self.redact
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, list):
+                raise TypeError(f"save_turns() takes lists of messages: turn {i} is a {type(turn).__name__}")
+            yield turn if redact is None else [redact(m) for m in turn]
 
     def append_turn(self, turn: Message | list[Message]) -> None:
         """Add one message, or a list of messages written together (all or none), without rewriting the file.
@@ -189,6 +204,14 @@ class ConversationCodec:
             if view is not None:
                 yield from store.iterate(view)
 
+    def iter_turns(self) -> Iterator[list[Message]]:
+        """The turns one at a time, each the list of its messages: what one `append_turn()` wrote, or a single
+        message (of a `save()`, or of a file another tool wrote). Reads as `iter()` does."""
+        store = self._store
+        with store.reading() as view:
+            if view is not None:
+                yield from store.iterate(view, turns=True)
+
     # ---- checking -----------------------------------------------------------------------------------------
 
     def verify(self) -> Report:
@@ -211,6 +234,10 @@ class ConversationCodec:
     async def asave(self, messages: Iterable[Message]) -> None:
         """`save()` in a worker thread; `messages` is consumed there."""
         await asyncio.to_thread(self.save, messages)
+
+    async def asave_turns(self, turns: Iterable[list[Message]]) -> None:
+        """`save_turns()` in a worker thread; `turns` is consumed there."""
+        await asyncio.to_thread(self.save_turns, turns)
 
     async def aappend_turn(self, turn: Message | list[Message]) -> None:
         """`append_turn()` in a worker thread."""

@@ -26,7 +26,7 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 from . import _core, crypto
 from .errors import CorruptFileError, DecryptionError, FormatMismatchError, UnencryptedFileError
@@ -243,6 +243,47 @@ def _scan_tokens(data: bytes, base: int) -> Scan:
     return Scan(frames, base + len(data), False, None)
 
 
+class Block(NamedTuple):
+    """Encoded JSONL to store as one frame, and whether it is one turn (which matters for a turn of several
+    messages: section 1.2)."""
+
+    jsonl: _core.Encoded
+    turn: bool
+
+
+def blocks(messages: Iterable[Any], frame_bytes: int, start: int = 0) -> Iterator[Block]:
+    """`messages` as a save stores them: blocks of about `frame_bytes` of JSONL, each message a turn of its own.
+    `start`: the position of the first message in the conversation, for the key path in errors."""
+    return (Block(jsonl, False) for jsonl in _core.encode_chunks(messages, chunk_size=frame_bytes, start=start))
+
+
+def turn_blocks(turns: Iterable[list[Any]], frame_bytes: int) -> Iterator[Block]:
+    """`turns` (each a list of messages) as blocks that keep them: runs of one-message turns packed as `blocks`
+    packs messages, and every turn of several a block of its own. Streamed: one turn is read ahead at most."""
+    pending = iter(turns)
+    several: list[Any] = []  # a turn of several messages, met while packing one-message turns
+    position = 0
+
+    def singles() -> Iterator[Any]:
+        nonlocal several
+        for turn in pending:
+            if len(turn) == 1:
+                yield turn[0]
+            elif turn:
+                several = turn
+                return
+
+    while True:
+        for block in blocks(singles(), frame_bytes, position):
+            position += block.jsonl.count
+            yield block
+        if not several:
+            return
+        yield Block(_core.encode_lines(several, start=position), True)
+        position += len(several)
+        several = []
+
+
 class Framing:
     """How one codec stores JSONL: as it is, as gzip members, as Fernet tokens, or both; and what it accepts."""
 
@@ -284,23 +325,25 @@ class Framing:
         plaintext = _BOUND.pack(_BOUND_MAGIC, conversation, before, field) + bytes(body)
         return self.cipher.encrypt(plaintext) + b"\n"
 
-    def seal_all(self, blocks: Iterable[_core.Encoded], conversation: bytes) -> Iterator[tuple[Stored, int]]:
+    def seal_all(self, blocks: Iterable[Block], conversation: bytes) -> Iterator[tuple[Stored, int]]:
         """Each block as a stored frame with its message count; compressed a batch at a time on all cores."""
         before = 0
         if not self.compressed:
-            for block in blocks:
-                yield self.seal(block, block.count, before=before, conversation=conversation), block.count
-                before += block.count
+            for jsonl, turn in blocks:
+                count = jsonl.count
+                yield self.seal(jsonl, count, before=before, conversation=conversation, turn=turn), count
+                before += count
             return
         pending = iter(blocks)
         while batch := list(itertools.islice(pending, _BATCH)):
-            counts = [b.count for b in batch]
-            members = _core.gzip_members([bytes(b) for b in batch], counts, level=self.level)
-            for member, count in zip(members, counts):
+            counts = [b.jsonl.count for b in batch]
+            turns = [b.turn and b.jsonl.count > 1 for b in batch]
+            members = _core.gzip_members([bytes(b.jsonl) for b in batch], counts, level=self.level, turns=turns)
+            for member, count, turn in zip(members, counts, turns):
                 if self.cipher is None:
                     yield member, count
                 else:
-                    yield self._encrypt(member, count, before, conversation), count
+                    yield self._encrypt(member, count, before, conversation, turn), count
                 before += count
 
     def open(self, stored: bytes, source: str, offset: int, *, body: bool = True) -> Opened:

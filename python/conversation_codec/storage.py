@@ -37,6 +37,7 @@ from .frames import (
     GZIP,
     PLAIN,
     Binding,
+    Block,
     Framing,
     Record,
     Scan,
@@ -47,6 +48,7 @@ from .frames import (
     member_is_turn,
     ours,
     scan,
+    turn_blocks,
 )
 from .index import Identity, Index
 
@@ -280,9 +282,10 @@ class FileStore:
             self._count_frame(data[offset - start : offset - start + length], offset, binding)
         return binding.before or 0
 
-    def iterate(self, view: View) -> Iterator[Any]:
-        """The messages one at a time; memory is bounded by a read block and the largest frame."""
-        if view.kind == PLAIN:
+    def iterate(self, view: View, *, turns: bool = False) -> Iterator[Any]:
+        """The messages one at a time (with `turns`, the turns one at a time, each the list of its messages); memory
+        is bounded by a read block and the largest frame."""
+        if view.kind == PLAIN and not turns:
             end = self._plain_end(view)
             decoder = _core.LineDecoder(source=self.path)
             for chunk in _blocks(view.fd, 0, end):
@@ -300,13 +303,21 @@ class FileStore:
             offset += len(block)
             at_end = offset >= view.size or not block
             pending = pending + block if pending else block
-            # Before the end, only whole lines of tokens: a token cut by the block could look like a whole one.
-            ready = pending if at_end or view.kind != FERNET else pending[: pending.rfind(b"\n") + 1]
+            # Before the end, only whole lines: a token or a plain line cut by the block could look like a whole one.
+            ready = pending if at_end or view.kind == GZIP else pending[: pending.rfind(b"\n") + 1]
             found = self.framing.scan(view.kind, ready, base)
             if found.damage is not None or at_end:
                 found = self._checked(view, found, base + len(pending))
             for frame in found.frames:  # a frame at a time: a block of gzip may inflate to far more than a block
-                yield from self._decode(view.kind, pending, base, [frame], binding)
+                if not turns:
+                    yield from self._decode(view.kind, pending, base, [frame], binding)
+                    continue
+                frames = [frame]
+                if view.kind == PLAIN:  # a plain frame holds whole turns: its own scan finds them
+                    at, length, _ = frame
+                    frames = scan(PLAIN, pending[at - base : at - base + length], at, turns=True).frames
+                sizes: list[int] = []
+                yield from by_turn(self._decode(view.kind, pending, base, frames, binding, sizes), sizes)
             pending, base = pending[found.end - base :], found.end
             if at_end:
                 return
@@ -407,7 +418,7 @@ class FileStore:
                 # the folder flushed): a first frame cut short would read as the original design's one token under
                 # a wrong key, and the new name must reach the disk too.
                 real = self._real()
-                self._replace_locked(lock, real, [jsonl], turn=True)
+                self._replace_locked(lock, real, [Block(jsonl, True)])
                 return
             count = jsonl.count
             frame = self.framing.seal(jsonl, count, before=known.messages, conversation=known.conversation, turn=True)
@@ -685,17 +696,15 @@ class FileStore:
                 if copy is not None:
                     Index(path).write(copy, (copy.st.st_dev, copy.st.st_ino), records)
 
-    def replace(self, blocks: Iterable[_core.Encoded]) -> None:
+    def replace(self, blocks: Iterable[Block]) -> None:
         """Replaces the conversation with `blocks` of encoded JSONL (streamed: bounded memory)."""
         real = self._real()
         with files.WriterLock(real, create=True) as lock:
             assert lock is not None
             self._replace_locked(lock, real, blocks)
 
-    def _replace_locked(
-        self, lock: files.WriterLock, real: str, blocks: Iterable[_core.Encoded], *, turn: bool = False
-    ) -> None:
-        """Replaces the locked file with `blocks`, sealed (`turn`: one block, sealed as an appended turn)."""
+    def _replace_locked(self, lock: files.WriterLock, real: str, blocks: Iterable[Block]) -> None:
+        """Replaces the locked file with `blocks`, sealed."""
         if not lock.created:
             self._keep_torn_tail(lock)
             with suppress(FileNotFoundError):
@@ -704,14 +713,9 @@ class FileStore:
         records: list[Record] = []
         framing = self.framing
 
-        def sealed() -> Iterator[tuple[Any, int]]:
-            if not turn:
-                return framing.seal_all(blocks, conversation)
-            return ((framing.seal(b, b.count, before=0, conversation=conversation, turn=True), b.count) for b in blocks)
-
         def stored() -> Iterator[Any]:
             offset = before = 0
-            for frame, count in sealed():
+            for frame, count in framing.seal_all(blocks, conversation):
                 records.append(Record(offset, len(frame), count, before, _core.crc32(frame)))
                 offset += len(frame)
                 before += count
@@ -771,9 +775,9 @@ class FileStore:
     def rewrite(self, *, unencrypted: bool) -> None:
         """Rewrites the conversation in this store's framing, atomically, under the lock: for `encrypt()`
         (`unencrypted=True`) a plain or gzip one, which an encrypted file replaces; for `rotate()` one of this
-        store's kind, every frame sealed again under the cipher's first key. A crash leaves the old file or the
-        new one; a torn tail goes to a side file first. Does nothing to a missing file (nor, for `encrypt()`, to an
-        encrypted one)."""
+        store's kind, every frame sealed again under the cipher's first key. Its turns stay turns. A crash leaves
+        the old file or the new one; a torn tail goes to a side file first. Does nothing to a missing file (nor,
+        for `encrypt()`, to an encrypted one). Streamed: memory is bounded by a read block and the largest frame."""
         real = self._real()
         with files.WriterLock(real, create=False) as lock:
             if lock is None:
@@ -787,8 +791,8 @@ class FileStore:
                 reader = FileStore(self.path, Framing(None, compressed=kind == GZIP), durable=self.durable)
             reader._prepare_judged(lock)  # refuses a kind it must not read, proves the key, sets a torn tail aside
             with reader.reading() as view:
-                messages = [] if view is None else reader.load(view)
-            self._replace_locked(lock, real, _core.encode_chunks(messages, chunk_size=self.framing.frame_bytes))
+                turns = () if view is None else reader.iterate(view, turns=True)
+                self._replace_locked(lock, real, turn_blocks(turns, self.framing.frame_bytes))
 
     # ================================================================================================ repair
 
@@ -811,7 +815,7 @@ class FileStore:
                 torn_tail_bytes=0 if salvage.torn is None else view.size - salvage.torn,
                 errors=salvage.errors,
                 index=index,
-                turns=salvage.turns,
+                turns=len(salvage.turn_sizes),
             )
 
     def _check_index(self, view: View, data: bytes, salvage: Salvage) -> str:
@@ -863,7 +867,7 @@ class FileStore:
             salvage.raise_for_key()
             backup = _keep_copy(real, data if head.start == 0 else files.read_at(lock.fd, size, 0), self.durable)
             written.append(backup)
-            self._replace_locked(lock, real, _core.encode_chunks(salvage.messages, chunk_size=self.framing.frame_bytes))
+            self._replace_locked(lock, real, turn_blocks(salvage.turns(), self.framing.frame_bytes))
         return written, report
 
     def _salvage(self, kind: str, data: bytes, base: int) -> Salvage:
@@ -887,7 +891,7 @@ class FileStore:
                     binding = Binding(self.path, conversation=binding.conversation, before=None)
                     continue
                 result.messages += messages
-                result.turns += len(turns)
+                result.turn_sizes += turns
                 result.records.append(Record(offset, length, len(messages), 0, _core.crc32(stored)))
             if found.torn:
                 result.torn = found.end
@@ -915,13 +919,24 @@ class Salvage:
     errors: list[tuple[int, str]] = field(default_factory=list)
     torn: int | None = None  # where a torn tail starts
     first_error: CodecError | None = None
-    turns: int = 0
+    turn_sizes: list[int] = field(default_factory=list)  # the number of messages of each turn, in order
+
+    def turns(self) -> Iterator[list[Any]]:
+        return by_turn(self.messages, self.turn_sizes)
 
     def raise_for_key(self) -> None:
         """A key that opens no frame at all is the wrong key, not damage: it is raised rather than reported (and
         never "repaired" into an empty conversation)."""
         if not self.records and isinstance(self.first_error, DecryptionError):
             raise self.first_error
+
+
+def by_turn(messages: list[Any], sizes: list[int]) -> Iterator[list[Any]]:
+    """`messages` cut into turns of `sizes` messages each."""
+    at = 0
+    for size in sizes:
+        yield messages[at : at + size]
+        at += size
 
 
 def _resync(kind: str, data: bytes, base: int, damaged: int) -> int:
