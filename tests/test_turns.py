@@ -654,3 +654,54 @@ def test_repair_keeps_the_turns_of_the_intact_frames(conv_path: Path) -> None:
     kept = [turn for turn in turns if turn != turns[3]]
     assert list(codec.iter_turns()) == kept
     assert codec.load(last=1, whole_turns=True) == kept[-1]
+
+
+# ---- blank lines and empty frames hold no turn ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"  \r\n", b"\n\n \n"])
+def test_blank_lines_are_no_turn(conv_path: Path, blank: bytes) -> None:
+    """A plain file of another writer may hold blank lines (the stdlib reader skips them): they hold no message,
+    so no turn, wherever they are."""
+    conv_path.write_bytes(b'{"a":1}\n' + blank + b'{"b":2}\n\t{"c":1}\t\n{"c":2}\n' + blank)
+    codec = ConversationCodec(conv_path)
+    turns = [[{"a": 1}], [{"b": 2}], [{"c": 1}, {"c": 2}]]
+    assert list(codec.iter_turns()) == turns
+    assert codec.verify().turns == 3
+    assert codec.load(last=1, whole_turns=True) == turns[-1]
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"  \n\n"])
+def test_a_pop_takes_a_message_from_before_blank_lines(conv_path: Path, blank: bytes) -> None:
+    conv_path.write_bytes(b'{"a":1}\n\t{"b":1}\t\n{"b":2}\n' + blank)
+    codec = ConversationCodec(conv_path)
+    assert codec.pop() == {"b": 2}
+    assert codec.load() == [{"a": 1}, {"b": 1}]  # the popped message is gone from the file, not the blank line
+    conv_path.write_bytes(b'{"a":1}\n\t{"b":1}\t\n{"b":2}\n' + blank)
+    assert codec.pop_turn() == [{"b": 1}, {"b": 2}]
+    assert conv_path.read_bytes() == b'{"a":1}\n'
+
+
+@pytest.mark.parametrize("fmt", ["plain", "gzip"])
+def test_a_pop_steps_over_frames_that_hold_no_message(conv_path: Path, fmt: str) -> None:
+    """The file's last frames hold no message (blank lines after a frame boundary of a large plain file; an empty
+    gzip member of another tool), and the index has their records: a pop cuts them off and takes the last turn."""
+    codec = ConversationCodec(conv_path, **FORMATS[fmt])
+    turns = build(codec, 0, [])
+    turns += [[{"i": i, "text": "x" * 1000}] for i in range(400)]
+    codec.save(flat(turns))
+    codec.append_turn([{"a": 1}, {"a": 2}])
+    turns.append([{"a": 1}, {"a": 2}])
+    with open(conv_path, "ab") as f:
+        f.write(b"\n  \n" if fmt == "plain" else gzip.compress(b""))
+    codec = ConversationCodec(conv_path, **FORMATS[fmt])
+    codec.append_turn({"last": 1})  # the empty frame is now in the middle (and in the index): nothing to step over
+    assert codec.pop_turn() == [{"last": 1}]
+    with open(conv_path, "ab") as f:
+        f.write(b"\n  \n" if fmt == "plain" else gzip.compress(b""))
+    codec = ConversationCodec(conv_path, **FORMATS[fmt])
+    assert codec.pop_turn() == turns.pop()
+    assert codec.pop() == turns.pop()[0]
+    assert codec.load() == flat(turns)
+    report = codec.verify()
+    assert report.ok and report.turns == len(turns), report

@@ -350,8 +350,10 @@ class FileStore:
             messages = _core.decode_lines(_core.gunzip(stretch, base=frames[0][0], source=self.path), source=source)
         if turns is not None:
             for offset, _, count in frames:
-                whole = kind == PLAIN or member_is_turn(data[offset - base : offset - base + 26])
-                turns += [count] if whole else [1] * count
+                if kind == PLAIN or member_is_turn(data[offset - base : offset - base + 26]):
+                    turns += [count] if count else []  # blank lines are no turn
+                else:
+                    turns += [1] * count
         return messages
 
     def _count_frame(self, stored: bytes, offset: int, binding: Binding) -> int:
@@ -369,7 +371,7 @@ class FileStore:
         messages = _core.decode_lines(opened.jsonl, source=f"{self.path} (frame at byte {offset})")
         binding.check(opened, len(messages), offset)
         if turns is not None:
-            turns += [len(messages)] if opened.turn else [1] * len(messages)
+            turns += [len(messages)] if opened.turn and messages else [1] * len(messages)
         return messages
 
     def _scan(self, view: View, data: bytes, base: int, *, turns: bool = False) -> Scan:
@@ -568,13 +570,18 @@ class FileStore:
             if known.messages == 0:
                 return []
             found = self._last_record(known)
-            if found is None:  # the index, just found sound, cannot be read again: without it, records are kept
+            if found is None or found[0].messages == 0:
+                # The index, just found sound, cannot be read again; or the file ends in frames that hold no message
+                # (blank lines, an empty gzip member of another tool). Without the index, the records come from the
+                # file, and such frames are cut off first: the conversation is the same without them.
                 self.index.drop(lock)
                 self._known = None
                 known = self._prepare_judged(lock)
+                if known.records is None:
+                    raise OSError(errno.EIO, "the index cannot be read, nor removed", self.index.path)
+                known = self._cut_empty_end(lock, known)
                 found = self._last_record(known)
-            if found is None:
-                raise OSError(errno.EIO, "the index cannot be read, nor removed", self.index.path)
+            assert found is not None
             last, index_size = found
             stored = files.read_at(lock.fd, last.length, last.offset)
             kind = self.framing.kind
@@ -583,7 +590,7 @@ class FileStore:
             messages = self._decode(kind, stored, last.offset, frames, Binding(self.path, before=last.before), turns)
             taken = turns[-1] if turn else 1
             if kind == PLAIN:
-                cut = frames[-1][0]  # where the last turn starts
+                cut = next(offset for offset, _, count in reversed(frames) if count)  # where the last turn starts
                 if taken < turns[-1]:  # one line of a turn of several: the last line starts after its last TAB LF
                     cut = last.offset + stored.rindex(_TAB_NEWLINE, cut - last.offset) + 2
                     files.write_in_place(real, lock, b" ", cut - 2)
@@ -608,6 +615,21 @@ class FileStore:
                 self.index.replace_last(lock, index_size, record if rest else None)
             self._known = None
             return messages[len(messages) - taken :]
+
+    def _cut_empty_end(self, lock: files.WriterLock, known: Known) -> Known:
+        """Cuts off the frames at the end of the locked file that hold no message; `known` has its records (and
+        some message)."""
+        records = known.records
+        assert records is not None and known.messages > 0
+        while records[-1].messages == 0:
+            records = records[:-1]
+        if records[-1].end == known.size:
+            return known
+        os.ftruncate(lock.fd, records[-1].end)
+        if self.durable:
+            files.flush(lock.fd)
+        st = os.fstat(lock.fd)
+        return known._replace(size=st.st_size, mtime=st.st_mtime_ns, records=records)
 
     def _last_record(self, known: Known) -> tuple[Record, int] | None:
         """The file's last frame's record and the index's size (0: no index, the records are `known`'s), or None
