@@ -591,6 +591,18 @@ def test_save_turns_redacts_and_refuses_what_is_not_a_turn(conv_path: Path, opti
     assert conv_path.read_bytes() == before  # nothing changed
 
 
+def test_save_turns_reads_each_turn_once(conv_path: Path) -> None:
+    """A hostile list subclass whose len() disagrees with its items: what is stored is what iterating it gives."""
+
+    class Lying(list):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 1
+
+    codec = ConversationCodec(conv_path)
+    codec.save_turns([Lying([{"a": 1}, {"a": 2}, {"a": 3}]), [{"b": 1}]])
+    assert list(codec.iter_turns()) == [[{"a": 1}, {"a": 2}, {"a": 3}], [{"b": 1}]]
+
+
 def test_asave_turns(conv_path: Path, options: dict[str, Any]) -> None:
     codec = ConversationCodec(conv_path, **options)
     turns = [[{"a": 1}, {"a": 2}], [{"b": 1}]]

@@ -101,7 +101,7 @@ class ConversationCodec:
         for i, turn in enumerate(turns):
             if not isinstance(turn, list):
                 raise TypeError(f"save_turns() takes lists of messages: turn {i} is a {type(turn).__name__}")
-            yield turn if redact is None else [redact(m) for m in turn]
+            yield list(turn) if redact is None else [redact(m) for m in turn]  # a list of its own, read once
 
     def append_turn(self, turn: Message | list[Message]) -> None:
         """Add one message, or a list of messages written together (all or none), without rewriting the file.
