@@ -9,6 +9,7 @@ import ctypes
 import json
 import os
 import pty
+import stat
 import subprocess
 import sys
 import tracemalloc
@@ -699,3 +700,20 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     ConversationCodec(path).save([message(0)])
     assert command("show", "--json", path).out == json.dumps(message(0), separators=(",", ":")) + "\n"
+
+
+KEPT_IN = "a conversation is kept in a regular file"
+
+
+def test_a_pipe_or_a_device_is_refused_never_read_as_empty_or_replaced(tmp_path: Path) -> None:
+    """`show /dev/stdin` fed by a pipe printed nothing and succeeded (a pipe's size is 0), and `convert --force`
+    onto /dev/null would have put a file in its place (as root). Both are one line and exit status 5."""
+    src = tmp_path / "src.jsonl"
+    ConversationCodec(src).save([message(0)])
+    shown = command("show", "/dev/stdin", input=src.read_bytes())
+    error = one_error_line(shown, 5)
+    assert error == "conversation-codec: error: /dev/stdin: not a regular file (a pipe): " + KEPT_IN + "\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "not a regular file (a pipe)" in one_error_line(command("convert", src, fifo, "--force"), 5)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -780,3 +780,99 @@ def test_a_parent_folder_that_cannot_be_made_raises_instead_of_looping(tmp_path:
     with pytest.raises(NotADirectoryError):
         codec.save([{"a": 1}])
     assert not (tmp_path / "nowhere").exists()
+
+
+# ---- only regular files: never a device, a pipe or a socket ------------------------------------------------------
+
+
+class Hung(BaseException):
+    """Raised in a call that waited for ever: not an OSError (TimeoutError is one), which the code may catch."""
+
+
+@pytest.fixture
+def no_hang() -> Any:
+    """Turns a call that would wait for ever (opening a pipe with no other end) into `Hung`."""
+
+    def expire(*_: object) -> None:
+        raise Hung("the call waited for ever")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _make_node(path: Path, kind: str) -> Any:
+    """A pipe, a socket or a character device like /dev/null at `path`; returns what keeps it alive."""
+    if kind == "pipe":
+        os.mkfifo(path, 0o600)
+        return None
+    if kind == "socket":
+        import socket
+
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        return server
+    try:
+        os.mknod(path, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+    except PermissionError:
+        pytest.skip("making a device needs CAP_MKNOD (CI runs as root)")
+    return None
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket", "character device"])
+def test_a_conversation_is_never_read_from_or_written_over_anything_but_a_regular_file(
+    tmp_path: Path, kind: str, no_hang: None
+) -> None:
+    """`ConversationCodec("/dev/null").save(...)` replaced /dev/null with a file (as root), and a pipe read as an
+    empty conversation, or waited for ever for a writer. Every call now refuses, naming the path, and the node
+    stays what it was."""
+    path = tmp_path / "conversation.jsonl"
+    keep = _make_node(path, kind)
+    mode = os.lstat(path).st_mode
+    codec = ConversationCodec(path)
+    calls = {
+        "load": codec.load,
+        "load(last)": lambda: codec.load(last=2, whole_turns=True),
+        "len": lambda: len(codec),
+        "iter_turns": lambda: list(codec.iter_turns()),
+        "verify": codec.verify,
+        "save": lambda: codec.save([message(0)]),
+        "save_turns": lambda: codec.save_turns([[message(0)]]),
+        "append_turn": lambda: codec.append_turn(message(0)),
+        "pop": codec.pop,
+        "pop_turn": codec.pop_turn,
+        "repair": codec.repair,
+        "fork": lambda: codec.fork(tmp_path / "fork.jsonl"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(
+            OSError, match=r"not a regular file \(a .*\): a conversation is kept in a regular file"
+        ) as e:
+            call()
+        assert e.value.filename == str(path), name
+    assert os.lstat(path).st_mode == mode
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+    if keep is not None:
+        keep.close()
+
+
+def test_a_pipe_in_place_of_the_index_or_the_pop_log_never_makes_a_call_wait(tmp_path: Path, no_hang: None) -> None:
+    path = tmp_path / "conversation.jsonl"
+    codec = ConversationCodec(path, compressed=True)
+    codec.save([message(i) for i in range(3)])
+    codec.append_turn([message(3), message(4)])
+    index = tmp_path / "conversation.jsonl.idx"
+    index.unlink()
+    os.mkfifo(index, 0o600)
+    assert ConversationCodec(path).load(last=1, whole_turns=True) == [message(3), message(4)]  # read without it
+    assert len(ConversationCodec(path)) == 5
+    codec = ConversationCodec(path, compressed=True)
+    codec.append_turn(message(5))  # the writer replaces it with an index of its own
+    assert index.is_file() and codec.verify().index == "sound"
+    os.mkfifo(tmp_path / "conversation.jsonl.pop", 0o600)  # not a log this library wrote
+    with pytest.raises(OSError, match="not a regular file") as raised:
+        ConversationCodec(path, compressed=True).append_turn(message(6))
+    assert raised.value.filename == str(path) + ".pop"
+    assert ConversationCodec(path).load() == [message(i) for i in range(6)]

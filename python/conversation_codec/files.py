@@ -57,6 +57,49 @@ _IOV_MAX = 512
 _NEW_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
+_NOT_REGULAR = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a pipe",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_regular(st: os.stat_result, path: str) -> None:
+    """Raises unless `st` is a regular file's. A conversation is never read from or written over anything else:
+    a save would put a file in the place of `/dev/null`, and a pipe reads as empty (or, with no writer, waits)."""
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a file")
+    raise OSError(errno.EINVAL, f"not a regular file ({what}): a conversation is kept in a regular file", path)
+
+
+def open_file(path: str, flags: int, mode: int = NEW_FILE_MODE) -> int:
+    """os.open (close-on-exec), where a socket in `path`'s place is refused as `check_regular` refuses it rather
+    than as "no such device or address"."""
+    try:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a device without a driver): nothing to open there
+            check_regular(os.stat(path), path)
+        raise
+
+
+def open_regular(path: str, flags: int) -> tuple[int, os.stat_result]:
+    """`path` opened with `flags`, and its status, if it is a regular file (else OSError, as `check_regular`
+    says). O_NONBLOCK: opening a pipe never waits for its other end (a regular file ignores the flag)."""
+    fd = open_file(path, flags | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        check_regular(st, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def read_at(fd: int, size: int, offset: int) -> bytes:
     """Exactly `size` bytes at `offset` (fewer only at the end of the file)."""
     if size <= _MAX_READ:
@@ -321,11 +364,11 @@ class WriterLock:
         self.fd = -1
 
     def __enter__(self) -> WriterLock | None:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_APPEND  # read/write: opening a pipe does not wait for its other end
         self.created = False
         while True:
             try:
-                fd = os.open(self.path, flags | (os.O_CREAT | os.O_EXCL if self.created else 0), NEW_FILE_MODE)
+                fd = open_file(self.path, flags | (os.O_CREAT | os.O_EXCL if self.created else 0))
             except FileNotFoundError:
                 if not self._create:
                     return None
@@ -339,6 +382,7 @@ class WriterLock:
                 continue
             try:
                 st = os.fstat(fd)
+                check_regular(st, self.path)  # before the lock: flock would wait on a device another holds
                 self._claim(fd, st)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -36,11 +36,11 @@ class Index:
         """The last record and the index's size, if the index is this data file's and the record intact and
         within the data. Two reads whatever the index's length: what keeps an append's cost flat."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd, st = files.open_regular(self.path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            size = os.fstat(fd).st_size
+            size = st.st_size
             if not self._valid_size(size) or _core.parse_index_header(os.pread(fd, HEADER, 0)) != identity:
                 return None
             (record,) = _core.unpack_records(os.pread(fd, RECORD, size - RECORD))
@@ -57,8 +57,9 @@ class Index:
         """The last records, enough of them to hold the last `messages` messages (and at least one); None when
         there is no sound index for this data file."""
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            fd, st = files.open_regular(self.path, os.O_RDONLY)
+            with open(fd, "rb") as f:
+                size = st.st_size
                 if not self._valid_size(size) or _core.parse_index_header(f.read(HEADER)) != identity:
                     return None
                 records = self._read_back(f, size, messages)
@@ -136,9 +137,9 @@ class Index:
         assert lock.fd >= 0, "only the writer holding the lock writes the index"
         try:
             payload = _core.pack_records(records) if records else b""
-            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            fd, st = files.open_regular(self.path, os.O_WRONLY)
             try:
-                if os.fstat(fd).st_size != size:  # changed since it was read: rewrite it rather than guess
+                if st.st_size != size:  # changed since it was read: rewrite it rather than guess
                     raise OSError("index changed")
                 if keep < size:
                     os.ftruncate(fd, keep)

@@ -139,12 +139,11 @@ class FileStore:
     def reading(self) -> Iterator[View | None]:
         """The data file open for reading, or None when it is missing or holds no frame."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd, st = files.open_regular(self.path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             yield None
             return
         try:
-            st = os.fstat(fd)
             head = self._head(fd, st.st_size)
             if head is None:
                 yield None
@@ -678,7 +677,7 @@ class FileStore:
         """Undoes a pop that was cut short (`<name>.pop` holds what it replaced): whether the file changed."""
         pending = self.path + PENDING
         try:
-            with open(pending, "rb") as f:
+            with open(files.open_regular(pending, os.O_RDONLY)[0], "rb") as f:
                 undo = f.read()
         except FileNotFoundError:
             return False
