@@ -578,6 +578,8 @@ class FileStore:
                 known = self._prepare_judged(lock)
                 if known.records is None:
                     raise OSError(errno.EIO, "the index cannot be read, nor removed", self.index.path)
+                if known.messages == 0:  # the index said otherwise
+                    return []
                 known = self._cut_empty_end(lock, known)
                 found = self._last_record(known)
             assert found is not None
@@ -616,8 +618,8 @@ class FileStore:
             return messages[len(messages) - taken :]
 
     def _cut_empty_end(self, lock: files.WriterLock, known: Known) -> Known:
-        """Cuts off the frames at the end of the locked file that hold no message; `known` has its records (and
-        some message)."""
+        """Cuts off the frames at the end of the locked file that hold no message; `known` has its records, which
+        hold some message (without an index, `known.messages` is their sum)."""
         records = known.records
         assert records is not None and known.messages > 0
         while records[-1].messages == 0:
