@@ -217,8 +217,8 @@ class ConversationCodec:
     def verify(self) -> Report:
         """Read every frame (decrypting and inflating it) and check counts, CRCs and the index; writes nothing.
 
-        The report has `ok`, `messages`, `frames`, `torn_tail_bytes`, `errors` ((byte offset, what) pairs) and
-        `index`.
+        The report has `ok`, `messages`, `turns`, `frames`, `torn_tail_bytes`, `errors` ((byte offset, what) pairs)
+        and `index`.
         """
         return self._store.verify()
 
