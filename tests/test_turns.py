@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import FORMATS
+from _helpers import FORMATS, KEY
 from conversation_codec import (
     ConversationCodec,
     CorruptFileError,
@@ -135,6 +135,17 @@ def test_turns_follow_the_model_through_appends_and_pops(
     copy.save_turns(codec.iter_turns())
     assert list(copy.iter_turns()) == turns
     assert copy.load(last=last, whole_turns=True) == whole_tail(turns, last)
+    # The calls that rewrite a file keep its turns: rotate() an encrypted one, encrypt() another.
+    fernet = pytest.importorskip("cryptography.fernet")
+    compressed = FORMATS[fmt].get("compressed", False)
+    if "fernet_key" in FORMATS[fmt]:
+        rewritten = ConversationCodec(path, fernet_key=[fernet.Fernet.generate_key(), KEY], compressed=compressed)
+        rewritten.rotate()
+    else:
+        rewritten = ConversationCodec(path, fernet_key=KEY, compressed=compressed)
+        rewritten.encrypt()
+    assert list(rewritten.iter_turns()) == turns
+    assert rewritten.load(last=last, whole_turns=True) == whole_tail(turns, last)
 
 
 # ---- pop and pop_turn ---------------------------------------------------------------------------------------------
