@@ -72,7 +72,7 @@ def check_regular(st: os.stat_result, path: str) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a file")
+    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "a file of another kind")
     raise OSError(errno.EINVAL, f"not a regular file ({what}): a conversation is kept in a regular file", path)
 
 
