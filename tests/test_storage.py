@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,8 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -803,22 +807,24 @@ def no_hang() -> Any:
     signal.signal(signal.SIGALRM, previous)
 
 
-def _make_node(path: Path, kind: str) -> Any:
-    """A pipe, a socket or a character device like /dev/null at `path`; returns what keeps it alive."""
+@contextmanager
+def _node(path: Path, kind: str) -> Iterator[None]:
+    """A pipe, a socket or a character device like /dev/null at `path`, for the time of the block."""
     if kind == "pipe":
         os.mkfifo(path, 0o600)
-        return None
-    if kind == "socket":
-        import socket
-
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(str(path))
-        return server
-    try:
-        os.mknod(path, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 3))  # what /dev/null is
-    except PermissionError:
-        pytest.skip("making a device needs CAP_MKNOD (CI runs as root)")
-    return None
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            yield
+        return
+    else:
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+        except PermissionError:
+            # Only a device needs the privilege; the pipe and the socket run the same check (the opened file's
+            # type) everywhere, and CI, which runs as root, runs this case too.
+            pytest.skip("making a device needs CAP_MKNOD (CI runs as root)")
+    yield
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket", "character device"])
@@ -829,7 +835,11 @@ def test_a_conversation_is_never_read_from_or_written_over_anything_but_a_regula
     empty conversation, or waited for ever for a writer. Every call now refuses, naming the path, and the node
     stays what it was."""
     path = tmp_path / "conversation.jsonl"
-    keep = _make_node(path, kind)
+    with _node(path, kind):
+        _refused_by_every_call(path, tmp_path)
+
+
+def _refused_by_every_call(path: Path, tmp_path: Path) -> None:
     mode = os.lstat(path).st_mode
     codec = ConversationCodec(path)
     calls = {
@@ -854,8 +864,6 @@ def test_a_conversation_is_never_read_from_or_written_over_anything_but_a_regula
         assert e.value.filename == str(path), name
     assert os.lstat(path).st_mode == mode
     assert sorted(os.listdir(tmp_path)) == [path.name]
-    if keep is not None:
-        keep.close()
 
 
 def test_a_pipe_in_place_of_the_index_or_the_pop_log_never_makes_a_call_wait(tmp_path: Path, no_hang: None) -> None:
